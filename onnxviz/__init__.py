@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .errors import OnnxvizError  # noqa: E402
-from .model import Model, ModelSummary, default_image_path, default_model_path, load_model  # noqa: E402
-from .render import render_filters, render_grid  # noqa: E402
-from .weights import LayerWeights, layer_weights, weights_image  # noqa: E402
+from .errors import OnnxvizError
+from .model import Model, ModelSummary, default_image_path, default_model_path, load_model
+from .render import render_filters, render_grid
+from .weights import LayerWeights, layer_weights, weights_image
 
 __all__ = [
     "LayerWeights",

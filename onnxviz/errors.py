@@ -37,5 +37,5 @@ def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
 
 def unknown_name(kind: str, name: str, candidates: Iterable[str], hint: str) -> UnknownNameError:
     """The standard error for a name the model does not have, with close matches and a hint."""
-    return UnknownNameError(f"no {kind} named {name!r} in the model.{did_you_mean(name, candidates)} "
-                            f"{hint}")
+    close = did_you_mean(name, candidates)
+    return UnknownNameError(f"no {kind} named {name!r} in the model.{close} {hint}")

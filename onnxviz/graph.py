@@ -17,13 +17,13 @@ from .errors import OnnxvizError, unknown_name
 
 # Ops that constant folding may evaluate when all their inputs are constant. Bounded: none of
 # them can turn a small constant into a huge one except those checked in `_check_size`.
-FOLDABLE = frozenset(
-    """Identity Cast CastLike Transpose Reshape Flatten Squeeze Unsqueeze DequantizeLinear
-    ConstantOfShape Concat Gather Slice Mul Add Sub Div Neg Sqrt Reciprocal Pow Exp Log Abs
-    Range Equal Less Greater Where Expand Tile Split Clip Min Max Floor Ceil Not And Or Shape
-    Size ReduceProd ReduceSum ReduceMax ReduceMin ReduceMean Sign Round Mod QuantizeLinear
-    GatherElements ScatterND NonZero Relu Sigmoid Tanh""".split()
-)
+FOLDABLE = frozenset((
+    "Identity Cast CastLike Transpose Reshape Flatten Squeeze Unsqueeze DequantizeLinear "
+    "ConstantOfShape Concat Gather Slice Mul Add Sub Div Neg Sqrt Reciprocal Pow Exp Log Abs "
+    "Range Equal Less Greater Where Expand Tile Split Clip Min Max Floor Ceil Not And Or Shape "
+    "Size ReduceProd ReduceSum ReduceMax ReduceMin ReduceMean Sign Round Mod QuantizeLinear "
+    "GatherElements ScatterND NonZero Relu Sigmoid Tanh"
+).split())
 MAX_FOLD_ELEMENTS = 1 << 28
 LAYER_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "Gemm", "MatMul",
              "QLinearMatMul", "MatMulInteger")
@@ -111,8 +111,8 @@ class Graph:
             return name
         if name in self.subgraph_tensors():
             raise OnnxvizError(
-                f"{name!r} lives inside a subgraph (If/Loop/Scan body), which onnxviz cannot expose; "
-                "pick a tensor of the main graph (onnxviz inspect MODEL lists the layers)"
+                f"{name!r} lives inside a subgraph (If/Loop/Scan body), which onnxviz cannot "
+                "expose; pick a tensor of the main graph (onnxviz inspect MODEL lists the layers)"
             )
         raise unknown_name(what, name, [*self.names, *self.producer],
                            "Run `onnxviz inspect MODEL` to list layers and tensors.")

@@ -6,6 +6,7 @@ folder, turns every parse or checker failure into one line, and names ops from c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -112,7 +113,7 @@ def _load_path(path: Path, max_bytes: int, check: bool) -> Model:
         total += _confine_external_data(proto, external, path, max_bytes - size)
         try:
             external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except Exception as exc:  # noqa: BLE001 - any failure here is the file's fault
+        except Exception as exc:
             raise ModelLoadError(f"cannot read the external data of {path}: "
                                  f"{_first_line(exc)}") from None
     if check:
@@ -147,7 +148,7 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or RuntimeError
+    except Exception as exc:
         raise ModelLoadError(f"{what} is not a valid ONNX file (protobuf: {_first_line(exc)}); "
                              "is it truncated or another format?") from None
     if not proto.HasField("graph") or not proto.graph.node or proto.ir_version <= 0:
@@ -203,7 +204,7 @@ def _run_checker(proto: onnx.ModelProto, what: str) -> None:
     try:
         if proto.ByteSize() < (2 << 30) - 1:
             onnx.checker.check_model(proto)
-    except Exception as exc:  # noqa: BLE001 - ValidationError and C++ errors alike
+    except Exception as exc:
         raise ModelLoadError(f"{what} fails the ONNX checker: {_first_line(exc)} "
                              "(a corrupt file or a buggy exporter)") from None
 
@@ -301,7 +302,7 @@ class ModelSummary:
 def dtype_name(elem_type: int) -> str:
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
-    except Exception:  # noqa: BLE001 - undefined / exotic types
+    except Exception:
         return onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
@@ -318,7 +319,7 @@ def inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[list[Dim] | None,
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
         graph = inferred.graph
-    except Exception:  # noqa: BLE001 - inference is optional information
+    except Exception:
         graph = proto.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         if vi.type.HasField("tensor_type"):
@@ -358,7 +359,8 @@ def parameter_count(g: Graph) -> int:
     """Elements of floating-point and 8-bit constant tensors (weights, not shape constants)."""
     weight_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                     onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    total = sum(int(np.prod(t.dims)) for t in g.initializers.values() if t.data_type in weight_types)
+    total = sum(int(np.prod(t.dims)) for t in g.initializers.values()
+                if t.data_type in weight_types)
     for node in g.nodes:
         if node.op_type == "Constant":
             for a in node.attribute:
@@ -382,9 +384,8 @@ def _layer_weight_input(g: Graph, node: onnx.NodeProto) -> tuple[str | None, int
         if g.is_constant(node.input[0]) and not g.is_constant(node.input[1]):
             return node.input[0], 1
         return None, -1
-    if op == "QLinearMatMul":
-        if g.is_constant(node.input[3]) and not g.is_constant(node.input[0]):
-            return node.input[3], 0
+    if op == "QLinearMatMul" and g.is_constant(node.input[3]) and not g.is_constant(node.input[0]):
+        return node.input[3], 0
     return None, -1
 
 
@@ -428,10 +429,8 @@ def _params(g: Graph, node: onnx.NodeProto, wshape: list[int] | None) -> int:
     n = int(np.prod(wshape)) if wshape else 0
     bias_idx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(node.op_type)
     if bias_idx is not None and len(node.input) > bias_idx and node.input[bias_idx]:
-        try:
+        with contextlib.suppress(NotConstant):
             n += int(g.constant(node.input[bias_idx]).size)
-        except NotConstant:
-            pass
     return n
 
 

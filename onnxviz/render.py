@@ -26,7 +26,7 @@ def font(size: int = 12) -> ImageFont.ImageFont:
 
 
 def symmetric_scale(w: np.ndarray, per_filter: bool) -> np.ndarray:
-    """Map weights to [0, 1] with zero at 0.5: by one max-abs, or each filter (axis 0) by its own."""
+    """Map weights to [0, 1], zero at 0.5: by one max-abs, or each filter (axis 0) by its own."""
     w = np.asarray(w, np.float64)
     w = np.where(np.isfinite(w), w, 0.0)
     if per_filter:

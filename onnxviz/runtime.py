@@ -52,7 +52,7 @@ def make_session(model: onnx.ModelProto | bytes, providers: Sequence[str] | None
                            f"onnxruntime build; available: {', '.join(sorted(available))}")
     try:
         return ort.InferenceSession(data, sess_options=opts, providers=wanted)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as exc:
         msg = " ".join(str(exc).split())[:400]
         raise UnsupportedError(f"onnxruntime cannot load the model: {msg} "
                                f"({_SESSION_ERRORS_HINT})") from None
@@ -63,6 +63,6 @@ def run(session, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = N
     """Run a session; onnxruntime failures (bad shapes, dtypes) become one-line user errors."""
     try:
         return session.run(list(outputs) if outputs is not None else None, feeds)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         msg = " ".join(str(exc).split())[:400]
         raise OnnxvizError(f"onnxruntime failed to run the model: {msg}") from None

@@ -295,7 +295,7 @@ def _flatten_mapping(g: Graph, data: str, k: int):
     if shape[1] not in (1, 3, 4) and shape[3] in (1, 3, 4) and tensor in {
             v.name for v in g.inputs}:
         layout_nhwc = True
-    n, a, b, c = shape
+    _n, a, b, c = shape
     flat = idx.reshape(-1).astype(np.int64)
     if layout_nhwc:  # positions in (H, W, C) -> (C, H, W)
         hh, rest = np.divmod(flat, b * c)
@@ -315,7 +315,7 @@ def _source_shape(g: Graph, tensor: str, k: int) -> tuple[int, int, int, int] | 
     unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
     known = int(np.prod([d for d in dims if isinstance(d, int)]))
     if len(unknown) == 2 and k % known == 0:  # dynamic H, W: assume square
-        side = int(round((k // known) ** 0.5))
+        side = round((k // known) ** 0.5)
         if side * side * known != k:
             return None
         for i in unknown:
