@@ -193,7 +193,7 @@ def inspect(model: str | None, as_json: bool, max_bytes: int) -> None:
 @click.option("--fold-bn", is_flag=True, help="Fold a following BatchNormalization into the "
               "filters (show the effective filters).")
 @click.option("--scale", type=click.IntRange(1, 64), help="Zoom each weight to NxN pixels "
-              "(default: tiles about 40 px).")
+              "(default: tiles about 56 px).")
 @click.option("--max-inputs", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="For filters that are not 1- or 3-channel: input channels shown per filter.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")

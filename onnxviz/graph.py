@@ -176,7 +176,11 @@ class Graph:
             except NotConstant as exc:
                 raise NotConstant(name, exc.stopper) from None
         _check_size(node, args, label)
-        outs = evaluate_node(node, args, self.opsets.get("ai.onnx", 13))
+        try:
+            outs = evaluate_node(node, args, self.opsets.get("ai.onnx", 13))
+        except Exception as exc:  # the reference implementation refused these inputs
+            reason = " ".join(str(exc).split())[:160]
+            raise NotConstant(name, f"{label}, which failed to evaluate ({reason})") from None
         for out_name, out in zip(node.output, outs, strict=True):
             if out_name:
                 self._const[out_name] = out
@@ -230,12 +234,74 @@ def _single_node_model(node_bytes: bytes, opset: int, dtypes: tuple) -> object:
     return ReferenceEvaluator(model)
 
 
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _axes(node: onnx.NodeProto, args: list) -> list[int] | None:
+    axes = _attrs(node).get("axes")
+    if axes is None and len(args) > 1 and args[1] is not None:
+        axes = [int(a) for a in np.asarray(args[1]).ravel()]
+    return None if axes is None else list(axes)
+
+
+def _dequantize(node: onnx.NodeProto, args: list) -> np.ndarray:
+    x = args[0].astype(np.float32)
+    scale = np.asarray(args[1], np.float32)
+    zp = np.asarray(args[2] if len(args) > 2 and args[2] is not None else 0).astype(np.float32)
+    if scale.ndim == 1 and x.ndim > 0:  # per-axis
+        shape = [1] * x.ndim
+        shape[int(_attrs(node).get("axis", 1))] = -1
+        scale = scale.reshape(shape)
+        zp = zp.reshape(shape) if zp.ndim == 1 else zp
+    return ((x - zp) * scale).astype(np.float32)
+
+
+def _reshape(node: onnx.NodeProto, args: list) -> np.ndarray:
+    x, shape = args[0], [int(d) for d in np.asarray(args[1]).ravel()]
+    if not _attrs(node).get("allowzero", 0):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _unsqueeze(node: onnx.NodeProto, args: list) -> np.ndarray:
+    x = args[0]
+    axes = _axes(node, args) or []
+    rank = x.ndim + len(axes)
+    for a in sorted(a % rank for a in axes):
+        x = np.expand_dims(x, a)
+    return x
+
+
+def _squeeze(node: onnx.NodeProto, args: list) -> np.ndarray:
+    axes = _axes(node, args)
+    return np.squeeze(args[0], axis=None if axes is None else tuple(axes))
+
+
+_NUMPY_FOLDS = {
+    "Identity": lambda n, a: a[0],
+    "Cast": lambda n, a: a[0].astype(helper.tensor_dtype_to_np_dtype(_attrs(n)["to"])),
+    "Transpose": lambda n, a: np.transpose(a[0], _attrs(n).get("perm")),
+    "Reshape": _reshape,
+    "Flatten": lambda n, a: a[0].reshape(
+        int(np.prod(a[0].shape[:_attrs(n).get("axis", 1) % max(a[0].ndim, 1)])), -1),
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "DequantizeLinear": _dequantize,
+    "Concat": lambda n, a: np.concatenate([x for x in a if x is not None], _attrs(n)["axis"]),
+}
+
+
 def evaluate_node(node: onnx.NodeProto, args: list, opset: int) -> list[np.ndarray | None]:
-    """Run one standard-domain node on numpy values with the ONNX reference implementation.
+    """Run one standard-domain node on numpy values (numpy for the common weight-encoding ops,
+    the ONNX reference implementation for the rest).
 
     `args` holds None for omitted optional inputs; the result is aligned with `node.output`
     (None for omitted outputs).
     """
+    fold = _NUMPY_FOLDS.get(node.op_type)
+    if fold is not None and len(node.output) == 1:
+        return [np.asarray(fold(node, [None if a is None else np.asarray(a) for a in args]))]
     renamed = onnx.NodeProto()
     renamed.CopyFrom(node)
     renamed.name = "fold"

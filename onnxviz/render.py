@@ -48,7 +48,7 @@ def upscale(tile: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
 
 
-def auto_scale(tile_hw: tuple[int, int], target: int = 40, limit: int = 16) -> int:
+def auto_scale(tile_hw: tuple[int, int], target: int = 56, limit: int = 24) -> int:
     """An integer zoom that makes a tile about `target` pixels on its longer side."""
     return int(max(1, min(limit, round(target / max(1, max(tile_hw))))))
 
