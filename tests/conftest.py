@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(FIXTURES))  # tests import the fixture script: `import make_fixtures`
 CACHE = Path(os.environ.get("ONNXVIZ_TEST_CACHE", Path.home() / ".cache" / "onnxviz-tests"))
 
 # key -> (pinned requirement, wheel file prefix, path of the model inside the wheel)
@@ -89,5 +90,5 @@ def photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def fixture_models() -> Path:
-    """Folder of the committed fixture models (fixtures/models), made by fixtures/make_fixtures.py."""
+    """The committed fixture models (fixtures/models), made by fixtures/make_fixtures.py."""
     return FIXTURES / "models"

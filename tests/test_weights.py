@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
+import make_fixtures as mf  # fixtures/ is put on sys.path by conftest
 import numpy as np
 import onnx
 import pytest
@@ -14,9 +14,6 @@ from PIL import Image
 from onnxviz import OnnxvizError, layer_weights, load_model, weights_image
 from onnxviz.cli import main
 from onnxviz.render import render_filters, symmetric_scale
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "fixtures"))
-import make_fixtures as mf  # noqa: E402
 
 EXACT = ["initializer", "constant", "fp16_cast", "fp16", "nhwc", "external", "old_ir",
          "normalized", "batchnorm"]
@@ -136,7 +133,7 @@ def test_layer_name_forms_and_errors(fixture_models):
     assert layer_weights(None, "conv2.weight").layer == "conv2"   # weight tensor
     with pytest.raises(OnnxvizError, match="Did you mean: conv2"):
         layer_weights(None, "conv_2")
-    with pytest.raises(OnnxvizError, match="relu1.*is a Relu"):
+    with pytest.raises(OnnxvizError, match=r"relu1.*is a Relu"):
         layer_weights(None, "relu1")
     with pytest.raises(OnnxvizError, match="no conv or dense layer"):
         layer_weights(fixture_models / "no_conv.onnx")
