@@ -67,7 +67,7 @@ def _load(model: str | None, max_bytes: int) -> Model:
     loaded = load_model(model, max_bytes=max_bytes)
     if loaded.is_default:
         click.echo(f"(no MODEL given: using the embedded default model {loaded.path.name}, a "
-                   "digits CNN; pass a path to an .onnx file to inspect your own)", err=True)
+                   "digits CNN; pass a path to an .onnx file to use your own)", err=True)
     if loaded.custom_ops:
         ops = ", ".join(sorted({f"{d}::{op}" for d, op, _ in loaded.custom_ops}))
         click.secho(f"warning: ops from custom domains that onnxruntime cannot run without "
