@@ -154,7 +154,62 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
     if not proto.HasField("graph") or not proto.graph.node or proto.ir_version <= 0:
         raise ModelLoadError(f"{what} is not an ONNX model (no graph or no IR version); "
                              "is it truncated or another format?")
+    _check_integrity(proto, what)
     return proto
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in [a.g] if a.HasField("g") else []:
+                yield from _graphs(sub)
+            for sub in a.graphs:
+                yield from _graphs(sub)
+
+
+def _tensor_byte_mismatch(t: onnx.TensorProto) -> str | None:
+    """Why a tensor's raw data cannot match its dims, or None (external data: checked later)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL or not t.HasField("raw_data"):
+        return None
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    except Exception:
+        return None
+    if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return None
+    expected = int(np.prod(t.dims, dtype=np.float64)) * itemsize
+    if len(t.raw_data) != expected:
+        return f"holds {len(t.raw_data)} bytes where its shape {list(t.dims)} needs {expected}"
+    return None
+
+
+_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
+
+
+def _check_integrity(proto: onnx.ModelProto, what: str) -> None:
+    """Catch damage the checker lets through: undecodable names, tensors of the wrong size."""
+    for graph in _graphs(proto.graph):
+        tensors = list(graph.initializer)
+        names = [graph.name]
+        for node in graph.node:
+            names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+            tensors += [a.t for a in node.attribute if a.HasField("t")]
+        infos = (*graph.input, *graph.output, *graph.value_info)
+        names += [v.name for v in infos]
+        bad_type = next((v.name for v in infos if v.type.HasField("tensor_type")
+                         and v.type.tensor_type.elem_type not in _DATA_TYPES), None)
+        bad_type = bad_type or next((t.name for t in tensors if t.data_type not in _DATA_TYPES),
+                                    None)
+        if bad_type is not None:
+            raise ModelLoadError(f"{what} is corrupt: {bad_type!r} has an unknown data type")
+        for t in tensors:
+            names += [t.name, *(x for e in t.external_data for x in (e.key, e.value))]
+            problem = _tensor_byte_mismatch(t)
+            if problem:
+                raise ModelLoadError(f"{what} is corrupt: tensor {t.name!r} {problem}")
+        if any(not isinstance(n, str) for n in names):
+            raise ModelLoadError(f"{what} is corrupt: it contains names that are not valid UTF-8")
 
 
 def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -303,7 +358,8 @@ def dtype_name(elem_type: int) -> str:
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
     except Exception:
-        return onnx.TensorProto.DataType.Name(elem_type).lower()
+        names = {v: k for k, v in onnx.TensorProto.DataType.items()}
+        return names.get(elem_type, f"type{elem_type}").lower()
 
 
 def _value_info_shape(vi: onnx.ValueInfoProto) -> list[Dim] | None:
