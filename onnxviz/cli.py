@@ -232,5 +232,261 @@ def weights(model: str | None, layer: str | None, output: str, npz: str | None,
             click.echo(f"  note: {note}")
 
 
+# ---------------------------------------------------------------- features (and preprocess options)
+
+def _floats_option(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'0.485 0.456 0.406' or '0.485,0.456,0.406' -> a tuple of floats."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(x) for x in value.replace(",", " ").split())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of numbers (e.g. '0.485 0.456 0.406')"
+                                 ) from None
+
+
+def _size_option(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'224' -> (224,), '224x320' -> (224, 320)."""
+    if value is None:
+        return None
+    try:
+        size = tuple(int(x) for x in value.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise click.BadParameter(f"{value!r} is not H or HxW (e.g. 224 or 224x320)")
+    return size
+
+
+def preprocess_options(f):
+    """The image preprocessing options (keyword names of `images.choose_preprocess`), shared by
+    every command that feeds an image to a model."""
+    from .images import DEFAULT_RULE, DEFAULT_SIZE, PRESETS, RESIZE_MODES
+
+    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    options = [
+        click.option("--preset", type=click.Choice(list(PRESETS)),
+                     help=f"Named preprocessing. {presets}. Default: {DEFAULT_RULE}."),
+        click.option("--scale", type=float, help="Multiply pixel values (0..255) by this; "
+                     "overrides the preset."),
+        click.option("--mean", callback=_floats_option, metavar="'M [M M]'",
+                     help="Subtract per channel after scaling, in the model's channel order; "
+                          "overrides the preset."),
+        click.option("--std", callback=_floats_option, metavar="'S [S S]'",
+                     help="Divide per channel after subtracting the mean; overrides the preset."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"], case_sensitive=False),
+                     help="Channel order of 3-channel inputs. Default: what the graph says "
+                          "(metadata, channel means), else the preset's (caffe: bgr, others "
+                          "rgb)."),
+        click.option("--resize", type=click.Choice(RESIZE_MODES),
+                     help="stretch: to the input size, aspect ratio not kept; center-crop: "
+                          "scale to cover, crop the center; shorter-side (default): the shorter "
+                          "side to the size, aspect kept (the longer side rounded to a multiple "
+                          "of 32) where dims are dynamic, center-crop where they are fixed."),
+        click.option("--size", callback=_size_option, metavar="H[xW]",
+                     help=f"Input size for models with dynamic height/width (default "
+                          f"{DEFAULT_SIZE}; with shorter-side, H is the shorter side)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _parse_tensor_options(values: tuple[str, ...], input_names: list[str]) -> dict:
+    """'FILE.npy' (the main input) or 'NAME=FILE.npy' (input NAME) -> {name or None: path}."""
+    out: dict = {}
+    for v in values:
+        name, path = None, v
+        if "=" in v:
+            left, right = v.split("=", 1)
+            if left in input_names or not Path(v).is_file():
+                name, path = left, right
+        if name in out:
+            raise OnnxvizError(f"--tensor given twice for {name or 'the main input'}")
+        out[name] = path
+    return out
+
+
+def _safe_name(name: str) -> str:
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return (safe or "tensor")[:80]
+
+
+@main.command()
+@model_argument
+@click.argument("image", required=False, metavar="[IMAGE]")
+@click.option("--tensor", "tensors", multiple=True, metavar="[NAME=]FILE.npy",
+              help="Feed a ready tensor (exact dtype and shape) instead of an IMAGE; "
+                   "NAME=FILE.npy for the model's other inputs. Repeatable.")
+@click.option("--layer", "layers", multiple=True, metavar="NAME",
+              help="Node or tensor name to show (repeatable). Default: the output after the "
+                   "activation of every layer in `onnxviz inspect`'s table.")
+@click.option("--all", "all_tensors", is_flag=True,
+              help="Every floating-point tensor of rank >= 3 that the input reaches, except "
+                   "the insides of conv -> BN -> activation chains that onnxruntime fuses "
+                   "(pre-activation outputs, activation gates; --layer NAME shows them).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="features",
+              show_default=True, help="Folder to write NN_<name>.png, summary.json, ... into.")
+@click.option("--npz", is_flag=True, help="Also write features.npz: every shown tensor at full "
+              "precision (fp16 as float32, quantized tensors dequantized), keyed by tensor name.")
+@click.option("--max-channels", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Channels drawn per layer (a note says how many were left out).")
+@click.option("--sort", type=click.Choice(["index", "mean", "max"]), default="index",
+              show_default=True, help="Order of the tiles: channel index, or highest mean/max "
+              "activation first.")
+@click.option("--colormap", default="viridis", show_default=True,
+              help="matplotlib colormap for the tiles.")
+@click.option("--normalize", type=click.Choice(["channel", "layer"]), default="channel",
+              show_default=True, help="Scale colors per channel (each tile to its own 0.5th.."
+              "99.5th percentile) or once per layer (tiles comparable).")
+@click.option("--overlay", is_flag=True, help="Also write NN_<name>_overlay.png: the channel-mean "
+              "activation upsampled over the input image.")
+@click.option("--provider", "providers", multiple=True, metavar="NAME",
+              help="onnxruntime execution provider (repeatable, in order). Default: CPU.")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="onnxruntime intra-op threads (default: onnxruntime's choice).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print summary.json to stdout instead of text.")
+@preprocess_options
+@max_bytes_option
+def features(model: str | None, image: str | None, tensors: tuple[str, ...],
+             layers: tuple[str, ...], all_tensors: bool, output: str, npz: bool,
+             max_channels: int, sort: str, colormap: str, normalize: str, overlay: bool,
+             providers: tuple[str, ...], threads: int | None, as_json: bool,
+             preset: str | None, scale: float | None, mean: tuple | None, std: tuple | None,
+             channel_order: str | None, resize: str | None, size: tuple | None,
+             max_bytes: int) -> None:
+    """Show what each layer computes for IMAGE: one picture per layer, a tile per channel.
+
+    The chosen tensors are made extra outputs of the graph (a copy; the original outputs stay
+    bit-identical) and the model runs once in onnxruntime. Writes DIR/NN_<name>.png per layer
+    and DIR/summary.json (model hash, the preprocessing used, per-layer and per-channel
+    statistics, dead channels); --npz adds DIR/features.npz. Without MODEL (or with only an
+    image file): the default digits model; without IMAGE on the default model: its bundled
+    test digit.
+    """
+    from .features import choose_taps, iter_feature_maps, layer_stats
+    from .images import choose_preprocess, main_input, prepare_inputs
+    from .model import default_image_path
+    from .outputs import save_json
+    from .render import colormap_lut, picture_kind, render_feature_maps, render_overlay
+
+    if model and image is None and not tensors and Path(model).suffix.lower() in (
+            ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"):
+        model, image = None, model  # `onnxviz features IMAGE`: the default model on IMAGE
+    if layers and all_tensors:
+        raise OnnxvizError("give --layer NAME or --all, not both")
+    loaded = _load(model, max_bytes)
+    colormap_lut(colormap)  # an unknown colormap fails before the run
+    main_in = main_input(loaded)
+    tensor_map = _parse_tensor_options(tensors, [c.name for c in loaded.summary.inputs])
+    if image is None and main_in.name not in tensor_map and None not in tensor_map:
+        if not loaded.is_default:
+            raise OnnxvizError("give an IMAGE, or a ready tensor with --tensor FILE.npy")
+        image = str(default_image_path())
+        click.echo(f"(no IMAGE given: using the default model's test digit {Path(image).name})",
+                   err=True)
+    pre = None
+    pre_options = {"scale": scale, "mean": mean, "std": std, "channel_order": channel_order,
+                   "resize": resize, "size": size}
+    if image is not None:
+        pre = choose_preprocess(main_in, preset, **pre_options)
+    elif preset or any(v is not None for v in pre_options.values()):
+        click.secho("warning: preprocessing options are ignored when a ready --tensor is fed",
+                    err=True, fg="yellow")
+    prepared = prepare_inputs(loaded, image=image, tensors=tensor_map, preprocess=pre)
+    taps = choose_taps(loaded, "all" if all_tensors else (list(layers) or None))
+
+    out_dir = Path(output)
+    digits = max(2, len(str(len(taps) - 1)))
+    arrays: dict = {}
+    entries: list[dict] = []
+    no_picture: list[str] = []
+    meta_common = {"model_sha256": loaded.sha256, "model": loaded.label,
+                   "input": prepared.source,
+                   "preprocess": (pre.describe(main_in.channels) if pre
+                                  else "ready tensor (--tensor)")}
+    stream = iter_feature_maps(loaded, prepared.feeds, taps, providers=list(providers) or None,
+                               threads=threads)
+    with click.progressbar(length=len(taps), label="writing layers", file=sys.stderr,
+                           show_pos=True) as bar:
+        k = -1  # a counter, not enumerate(), which would keep the previous map alive
+        for fm in stream:
+            k += 1
+            tap, values = fm.tap, fm.values
+            stats = layer_stats(values)
+            kind, why_not = picture_kind(values.shape)
+            stem = f"{k:0{digits}d}_{_safe_name(tap.tensor)}"
+            entry = {"index": k, "tensor": tap.tensor, "node": tap.node, "op": tap.op,
+                     "layer": tap.layer, "chosen_as": tap.why, "dtype": fm.source_dtype,
+                     **stats.to_dict(), "notes": list(fm.notes), "png": None, "overlay": None}
+            if kind is None:
+                entry["no_picture"] = why_not
+                no_picture.append(tap.tensor)
+            else:
+                title = f"{tap.tensor}  {list(values.shape)}  ({tap.why})"
+                img = render_feature_maps(values[0], title=title, normalize=normalize,
+                                          max_channels=max_channels, sort=sort,
+                                          colormap=colormap, notes=fm.notes)
+                path = out_dir / f"{stem}.png"
+                save_png(img, path, provenance(tensor=tap.tensor, **meta_common))
+                entry["png"] = str(path)
+                if overlay and kind == "2d" and prepared.display is not None:
+                    ov = render_overlay(prepared.display, values[0],
+                                        title=f"{tap.tensor}  {list(values.shape)}",
+                                        colormap=colormap)
+                    ov_path = out_dir / f"{stem}_overlay.png"
+                    save_png(ov, ov_path, provenance(tensor=tap.tensor, **meta_common))
+                    entry["overlay"] = str(ov_path)
+                elif overlay:
+                    entry["no_overlay"] = ("not a 2-D map" if kind != "2d"
+                                           else "no input image to draw over")
+            if npz or kind is None:
+                arrays[tap.tensor] = values
+            entries.append(entry)
+            del fm, values
+            bar.update(1)
+    npz_path = None
+    if arrays:
+        npz_path = out_dir / "features.npz"
+        save_npz(npz_path, arrays)
+        del arrays
+    info = {
+        "model": loaded.label, "model_sha256": loaded.sha256,
+        "onnxviz_version": __version__, "command": provenance()["onnxviz.command"],
+        "input": prepared.to_dict(), "selection": "all" if all_tensors else (
+            "layers" if layers else "default (post-activation output of every layer)"),
+        "normalize": normalize, "sort": sort, "colormap": colormap,
+        "max_channels": max_channels, "npz": str(npz_path) if npz_path else None,
+        "npz_contents": ("every shown tensor" if npz else
+                         "only tensors without a picture" if npz_path else None),
+        "layers": entries,
+    }
+    summary_path = save_json(out_dir / "summary.json", info)
+    if as_json:
+        click.echo(to_json(info))
+        return
+    if pre is not None:
+        click.echo(f"input {prepared.source} -> {prepared.image_input} "
+                   f"{list(prepared.feeds[prepared.image_input].shape)}; "
+                   f"{pre.describe(main_in.channels)}")
+    else:
+        click.echo(f"input {prepared.source} (ready tensor, no preprocessing)")
+    for note in prepared.notes:
+        click.echo(f"  note: {note}")
+    for e in entries:
+        dead = f", {len(e['dead_channels'])}/{e['channels']} dead" if e["channels"] else ""
+        where = Path(e["png"]).name if e["png"] else f"no picture: {e['no_picture']}"
+        click.echo(f"{e['index']:>{digits}}  {e['tensor']}  {e['shape']}  max {e['max']:.4g}, "
+                   f"zeros {e['zero_fraction']:.0%}{dead} -> {where}")
+    if no_picture and not npz:
+        click.echo(f"{len(no_picture)} tensor(s) without a picture are in {npz_path}")
+    elif npz_path:
+        click.echo(f"all {len(entries)} tensors in {npz_path}")
+    click.echo(f"wrote {len(entries)} layer(s) to {out_dir}/ (summary: {summary_path.name})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -199,3 +199,226 @@ def render_filters(weights: np.ndarray, normalize: str = "global", channel_order
         notes.append("Rows are filters, columns their input channels (grayscale per channel).")
     return render_rows(rows, scale=scale, row_labels=[str(i) for i in range(o)], title=title,
                        notes=notes)
+
+
+# ==================================================================== feature maps
+# Activations (one sample of a tapped tensor) as pictures: a grid of channel tiles through a
+# matplotlib colormap, and the channel-mean heat map over the input image.
+
+MAX_TILE = {4: 256, 16: 160, 64: 112}  # tiles shown -> longest tile side in pixels
+
+
+def colormap_lut(name: str = "viridis") -> np.ndarray:
+    """A matplotlib colormap as a (256, 3) float table (matplotlib imported only here)."""
+    import matplotlib
+
+    from .errors import unknown_name
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise unknown_name("colormap", name, list(matplotlib.colormaps),
+                           "See matplotlib's colormap list (viridis, magma, gray...).") from None
+    return np.asarray(cmap(np.linspace(0.0, 1.0, 256)))[:, :3]
+
+
+def apply_colormap(unit: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (H, W) to colors (H, W, 3) in [0, 1]; NaN shows as the low end."""
+    idx = np.round(np.nan_to_num(np.clip(unit, 0.0, 1.0)) * (len(lut) - 1)).astype(np.intp)
+    return lut[idx]
+
+
+def picture_kind(shape: Sequence[int]) -> tuple[str | None, str]:
+    """How a tensor (with batch dim) can be drawn: "2d" (N, C, H, W), "1d" (N, C, L),
+    "3d" (N, C, D, H, W), or None and the reason there is no picture."""
+    rank = len(shape)
+    if rank == 4 and shape[2] * shape[3] > 1:
+        return "2d", ""
+    if rank == 3 and shape[2] > 1:
+        return "1d", ""
+    if rank == 5 and shape[3] * shape[4] > 1:
+        return "3d", ""
+    if rank == 4 or rank == 3 or rank == 5:
+        return None, "spatial size 1: one value per channel, no map to draw (see summary.json)"
+    if rank == 2:
+        return None, f"a vector of {shape[1]} values (dense layer), no spatial map to draw"
+    return None, f"a rank-{rank} tensor, not a feature map (batch, channels, space...)"
+
+
+def channel_order_by(values: np.ndarray, sort: str) -> np.ndarray:
+    """Channel indices (axis 0) ordered by "index", or by "mean" / "max" descending."""
+    if sort == "index":
+        return np.arange(values.shape[0])
+    flat = np.nan_to_num(values.reshape(values.shape[0], -1).astype(np.float64),
+                         nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    key = flat.mean(axis=1) if sort == "mean" else flat.max(axis=1)
+    if sort not in ("mean", "max"):
+        raise ValueError(f"sort must be index, mean or max, not {sort!r}")
+    return np.argsort(-key, kind="stable")
+
+
+def _unit_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    span = hi - lo
+    if not np.isfinite(span) or span <= 0:
+        return np.zeros_like(x, dtype=np.float64)
+    return (x.astype(np.float64) - lo) / span
+
+
+ROBUST = (0.5, 99.5)  # percentiles that set a color range, so a few outliers do not wash it out
+
+
+def robust_range(x: np.ndarray) -> tuple[float, float]:
+    """The 0.5th..99.5th percentile range of the finite values (0, 0 if there are none)."""
+    finite = np.asarray(x)[np.isfinite(x)]
+    if not finite.size:
+        return 0.0, 0.0
+    if finite.size > 1 << 20:  # a strided sample is plenty for a color range
+        finite = finite[:: finite.size // (1 << 20) + 1]
+    lo, hi = np.percentile(finite, ROBUST)
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    return float(lo), float(hi)
+
+
+def channel_ranges(x: np.ndarray) -> np.ndarray:
+    """`robust_range` of each channel (axis 0) at once: an (n, 2) array of (low, high)."""
+    import warnings
+
+    flat = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    finite = np.isfinite(flat)
+    if finite.all():
+        q = np.percentile(flat, ROBUST, axis=1).T
+        lo_hi = np.stack([flat.min(axis=1), flat.max(axis=1)], axis=1)
+    else:
+        masked = np.where(finite, flat, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels
+            q = np.nanpercentile(masked, ROBUST, axis=1).T
+            lo_hi = np.stack([np.nanmin(masked, axis=1), np.nanmax(masked, axis=1)], axis=1)
+    q = np.where((q[:, 1:] > q[:, :1]), q, lo_hi)  # flat percentiles: fall back to min..max
+    return np.nan_to_num(q)
+
+
+def _resize_plane(plane: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+    """Resize an (H, W) float plane to (h, w): nearest when enlarging pixels, box when shrinking
+    (smooth=False), or bilinear (smooth=True)."""
+    h, w = size
+    if plane.shape == (h, w):
+        return plane
+    img = Image.fromarray(np.ascontiguousarray(plane, np.float32), mode="F")
+    method = Image.BILINEAR if smooth else Image.NEAREST if h >= plane.shape[0] else Image.BOX
+    return np.asarray(img.resize((w, h), method), np.float64)
+
+
+def _tile_size(hw: tuple[int, int], shown: int) -> tuple[int, int]:
+    h, w = hw
+    longest = next((v for k, v in MAX_TILE.items() if shown <= k), 80)
+    # shrink big maps; enlarge small ones by an integer factor so each value stays a crisp block
+    f = longest / max(h, w) if max(h, w) > longest else max(1, longest // max(h, w))
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def _colorbar(lut: np.ndarray, left: str, right: str, width: int = 240) -> Image.Image:
+    bar = np.repeat(lut[None, np.linspace(0, len(lut) - 1, width).astype(int)], 10, axis=0)
+    f = font(11)
+    lw, rw = int(f.getlength(left)), int(f.getlength(right))
+    out = Image.new("RGB", (lw + rw + width + 16, 14), BACKGROUND)
+    out.paste(Image.fromarray(to_uint8(bar)), (lw + 8, 2))
+    draw = ImageDraw.Draw(out)
+    draw.text((2, 1), left, fill=TEXT, font=f)
+    draw.text((lw + width + 12, 1), right, fill=TEXT, font=f)
+    return out
+
+
+def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
+    out = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height + 4),
+                    BACKGROUND)
+    out.paste(top, (0, 0))
+    out.paste(bottom, (4, top.height + 2))
+    return out
+
+
+def render_feature_maps(fmap: np.ndarray, title: str | None = None, normalize: str = "channel",
+                        max_channels: int = 64, sort: str = "index", colormap: str = "viridis",
+                        notes: Sequence[str] = ()) -> Image.Image:
+    """One sample's feature maps as a grid of colormapped channel tiles.
+
+    fmap: (C, H, W), (C, L) (drawn as one row per channel) or (C, D, H, W) (middle depth slice).
+    normalize: "channel" (each tile its own min..max) or "layer" (one range for all).
+    Channels beyond `max_channels` (after sorting) are left out, with a note saying so.
+    """
+    if normalize not in ("channel", "layer"):
+        raise ValueError("normalize must be 'channel' or 'layer'")
+    x = np.asarray(fmap)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    notes = list(notes)
+    dead = ~np.any(x.reshape(x.shape[0], -1), axis=1) if x.size else np.zeros(0, bool)
+    if x.ndim == 4:
+        d = x.shape[1] // 2
+        notes.append(f"3-D feature map: showing depth slice {d} of {x.shape[1]}")
+        x = x[:, d]
+    if x.ndim not in (2, 3):
+        raise ValueError(f"feature maps must be (C, H, W), (C, L) or (C, D, H, W), got {x.shape}")
+    lut = colormap_lut(colormap)
+    c = x.shape[0]
+    order = channel_order_by(x, sort)[:max_channels]
+    shown = len(order)
+    lo, hi = robust_range(x) if normalize == "layer" else (0.0, 0.0)
+    ranges = channel_ranges(x[order]) if normalize == "channel" else None
+    labels, tiles = [], []
+    if x.ndim == 2:
+        x = x[:, None, :]
+    size = _tile_size(x.shape[1:], shown) if x.shape[1] > 1 else (  # 1-D: a 12-px strip
+        12, max(x.shape[2], min(512, x.shape[2] * max(1, 256 // x.shape[2]))))
+    for k, ch in enumerate(order):
+        plane = x[ch]
+        unit = _unit_range(plane, *(ranges[k] if ranges is not None else (lo, hi)))
+        tiles.append(apply_colormap(_resize_plane(unit, size, smooth=False), lut))
+        labels.append(f"{ch}" + (" dead" if dead[ch] else ""))
+    if shown < c:
+        notes.append(f"showing {shown} of {c} channels ({'first' if sort == 'index' else 'top'} "
+                     f"by {sort}; --max-channels to change)")
+    elif sort != "index":
+        notes.append(f"channels sorted by {sort}, highest first")
+    if normalize == "channel":
+        notes.append("colors: each channel scaled to its own range (0.5th..99.5th "
+                     "percentile); 'dead' = all zero")
+        bar = _colorbar(lut, "channel low", "channel high")
+    else:
+        notes.append(f"colors: one scale for the whole layer, {lo:.4g} .. {hi:.4g} (0.5th.."
+                     "99.5th percentile); 'dead' = all zero")
+        bar = _colorbar(lut, f"{lo:.4g}", f"{hi:.4g}")
+    if x.shape[1] == 1:  # 1-D maps: one row per channel
+        grid = render_rows([[t] for t in tiles], row_labels=labels, title=title, notes=notes)
+    else:
+        grid = render_grid(tiles, labels=labels, title=title, notes=notes)
+    return _stack(grid, bar)
+
+
+def channel_mean_heat(fmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The channel mean of (C, H, W) scaled to [0, 1] and upsampled (bilinear) to `size`."""
+    m = np.asarray(fmap, np.float64).mean(axis=0)
+    m = np.nan_to_num(m)
+    unit = _unit_range(m, *robust_range(m))
+    return np.clip(_resize_plane(unit, size, smooth=True), 0.0, 1.0)
+
+
+def render_overlay(display: np.ndarray, fmap: np.ndarray, title: str | None = None,
+                   colormap: str = "viridis", alpha: float = 0.55, min_side: int = 224,
+                   notes: Sequence[str] = ()) -> Image.Image:
+    """The input image (C, H, W) in [0, 1] beside the same image under a heat map of the
+    channel-mean activation of `fmap` (C, h, w), upsampled to the image."""
+    img = np.clip(np.asarray(display, np.float64), 0.0, 1.0)
+    rgb = np.repeat(img[:1], 3, axis=0) if img.shape[0] != 3 else img
+    rgb = rgb.transpose(1, 2, 0)
+    h, w = rgb.shape[:2]
+    zoom = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    rgb = upscale(rgb, zoom)
+    heat = apply_colormap(channel_mean_heat(fmap, rgb.shape[:2]), colormap_lut(colormap))
+    blend = (1 - alpha) * rgb + alpha * heat
+    pair = render_grid([rgb, blend], cols=2, labels=["input", "channel-mean activation"])
+    notes = [*notes, f"heat map: mean over {fmap.shape[0]} channels of a {fmap.shape[1]}x"
+             f"{fmap.shape[2]} map, scaled to its 0.5th..99.5th percentile, upsampled to {h}x{w}"]
+    lut = colormap_lut(colormap)
+    return _stack(annotate(pair, title, notes), _colorbar(lut, "low", "high"))
