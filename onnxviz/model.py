@@ -447,7 +447,7 @@ def _layer_weight_input(g: Graph, node: onnx.NodeProto) -> tuple[str | None, int
 
 def find_layers(g: Graph, shapes: dict | None = None) -> list[LayerInfo]:
     """Conv-like and dense layers with constant weights, in topological (graph) order."""
-    from .weights import layer_weight_array  # weights depends on model's data types only
+    from .weights import filter_rows, layer_weight_array  # weights needs model's types only
 
     shapes = shapes or {}
     image_inputs = {vi.name for vi in g.inputs}
@@ -465,7 +465,7 @@ def find_layers(g: Graph, shapes: dict | None = None) -> list[LayerInfo]:
         try:
             w = layer_weight_array(g, i)
             wshape = list(w.shape)
-            stats = weight_stats(w, node.op_type)
+            stats = weight_stats(w, filter_rows(node, w))
         except NotConstant as exc:
             note = f"weights not constant: folding stops at {exc.stopper}"
         except OnnxvizError as exc:
@@ -490,21 +490,20 @@ def _params(g: Graph, node: onnx.NodeProto, wshape: list[int] | None) -> int:
     return n
 
 
-def weight_stats(w: np.ndarray, op: str) -> WeightStats:
+def weight_stats(w: np.ndarray, rows: np.ndarray) -> WeightStats:
+    """Statistics of a weight tensor; `rows` is the same weights one row per output unit
+    (`weights.filter_rows`), for counting all-zero filters."""
     w = np.asarray(w, dtype=np.float64)
     finite = np.isfinite(w)
-    wf = w[finite] if not finite.all() else w
-    if op in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
-        per_filter = w.reshape(-1, w.shape[-1]).T if w.ndim >= 2 else w.reshape(1, -1)
-    else:
-        per_filter = w.reshape(w.shape[0], -1)
+    wf = w[finite]
+    nan = float("nan")
     return WeightStats(
-        min=float(wf.min()) if wf.size else float("nan"),
-        max=float(wf.max()) if wf.size else float("nan"),
-        mean=float(wf.mean()) if wf.size else float("nan"),
-        std=float(wf.std()) if wf.size else float("nan"),
-        zero_fraction=float((w == 0).mean()),
-        zero_filters=int((np.abs(per_filter).max(axis=1) == 0).sum()),
+        min=float(wf.min()) if wf.size else nan,
+        max=float(wf.max()) if wf.size else nan,
+        mean=float(wf.mean()) if wf.size else nan,
+        std=float(wf.std()) if wf.size else nan,
+        zero_fraction=float((w == 0).mean()) if w.size else nan,
+        zero_filters=int((~np.any(rows != 0, axis=1)).sum()),
         nonfinite=int((~finite).sum()),
     )
 

@@ -100,6 +100,24 @@ def layer_weight_array(g: Graph, i: int) -> np.ndarray:
     return w.astype(np.float32, copy=False)
 
 
+def filter_rows(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
+    """One row per output unit of a layer's weights, whatever the storage order: conv filters
+    (O, C*k*k), ConvTranspose output-channel footprints, dense units (units, K)."""
+    op = node.op_type
+    if op == "ConvTranspose":
+        group = int(_attr(node, "group", 1))
+        cin, opg = w.shape[:2]
+        w = w.reshape(group, cin // group, opg, -1).swapaxes(1, 2)
+        return w.reshape(group * opg, -1)
+    if op in CONV_OPS:
+        return w.reshape(w.shape[0], -1)
+    if op == "Gemm":
+        return w if _attr(node, "transB", 0) else w.reshape(w.shape[0], -1).T
+    if w.ndim < 2:
+        return w.reshape(1, -1)
+    return np.moveaxis(w, -1, 0).reshape(w.shape[-1], -1)  # MatMul: (..., K, units)
+
+
 @dataclass
 class LayerWeights:
     """Filters of one layer as rendered: (O, C, kh, kw) float32, and how to read them."""

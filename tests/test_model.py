@@ -324,3 +324,21 @@ def test_unknown_data_type_is_corrupt(tmp_path):
     path.write_bytes(_with_initializer(t).SerializeToString())
     with pytest.raises(ModelLoadError, match="unknown data type"):
         load_model(path)
+
+
+def test_dead_units_of_dense_layers_are_counted_per_unit():
+    """Gemm with transB=1 (PyTorch's layout) stores units as rows, MatMul as columns."""
+    w = np.ones((4, 6), np.float32)
+    w[2] = 0  # unit 2 of the Gemm is dead
+    x = helper.make_tensor_value_info("x", 1, [1, 6])
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], "gemm", transB=1),
+             helper.make_node("MatMul", ["h", "m"], ["y"], "matmul")]
+    m = np.ones((4, 5), np.float32)
+    m[:, 1] = 0  # unit 1 of the MatMul is dead
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [x], [helper.make_tensor_value_info("y", 1, [1, 5])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(m, "m")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    layers = {x.name: x for x in load_model(model).summary.layers}
+    assert layers["gemm"].stats.zero_filters == 1
+    assert layers["matmul"].stats.zero_filters == 1
