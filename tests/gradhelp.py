@@ -38,7 +38,31 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
     walk(m.graph)
     _ungroup_conv_transpose(m.graph)
+    _batchnorm_as_affine(m.graph)
     return m
+
+
+def _batchnorm_as_affine(g: onnx.GraphProto) -> None:
+    """onnx's reference BatchNormalization-9 (opsets 9-13) fills in the default momentum and then
+    normalizes with the batch's own statistics: rewrite inference BatchNormalization nodes as
+    the per-channel Mul and Add they mean."""
+    inits = {t.name: t for t in g.initializer}
+    nodes = []
+    for n in g.node:
+        if n.op_type != "BatchNormalization" or not all(i in inits for i in n.input[1:5]):
+            nodes.append(n)
+            continue
+        scale, bias, mean, var = (numpy_helper.to_array(inits[i]) for i in n.input[1:5])
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        factor = scale / np.sqrt(var + np.float32(eps))
+        shift = bias - mean * factor
+        names = [f"{n.output[0]}/factor", f"{n.output[0]}/shift"]
+        for name, value in zip(names, (factor, shift), strict=True):
+            g.initializer.append(numpy_helper.from_array(value.reshape(-1, 1, 1), name))
+        nodes.append(helper.make_node("Mul", [n.input[0], names[0]], [f"{n.output[0]}/scaled"]))
+        nodes.append(helper.make_node("Add", [f"{n.output[0]}/scaled", names[1]], [n.output[0]]))
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 def _ungroup_conv_transpose(g: onnx.GraphProto) -> None:

@@ -201,8 +201,29 @@ def test_pool(case):
         len(kernel):])
     gm = check_rule(node(op, **attrs), x_shape, opset=opset, x=spaced(x_shape),
                     engine="ort" if broken else "reference")
-    if op == "MaxPool" and opset < 16:
-        assert not any(a.name == "reduction" for n in gm.proto.graph.node for a in n.attribute)
+    if op == "MaxPool" and opset < 16:  # declared at opset 16 to scatter-add the overlaps
+        assert any("opset 16" in note for note in gm.notes)
+
+
+def test_max_pool_overlap_below_opset16_without_upgrade():
+    """An Unsqueeze-11 (axes attribute) forbids declaring the graph at opset 16: the MaxPool
+    rule then scatters phase by phase (windows within a phase never overlap)."""
+    pool = node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    model = single_node_model(pool, (1, 2, 7, 7), opset=11)
+    model.graph.node.append(node("Unsqueeze", ["p"], ["y"], axes=[0]))
+    model.graph.output[0].name = "y"
+    gm = gradient_model(model, "y", (1, 2, 7, 7))
+    assert not gm.notes
+    assert not any(a.name == "reduction" for n in gm.proto.graph.node for a in n.attribute)
+    x = spaced((1, 2, 7, 7))
+    seed = RNG.standard_normal((1, 1, 2, 4, 4))
+    grad = ReferenceEvaluator(to_float64(gm.proto)).run(None, {"x": x, gm.seed_names[0]: seed})[1]
+    fwd = ReferenceEvaluator(to_float64(model))
+    fd = full_finite_difference(lambda z: float(np.sum(fwd.run(None, {"x": z})[0] * seed)), x)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+    g32 = make_session(gm.proto).run(None, {"x": x.astype(np.float32),
+                                            gm.seed_names[0]: seed.astype(np.float32)})[1]
+    np.testing.assert_allclose(g32, grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])

@@ -9,6 +9,16 @@ the image to the targets is differentiated, never the weights.
 
 Other model inputs (besides the image), if the targets need them, stay inputs of the gradient
 model: feed them at run time as for the original model. Their gradients are not computed.
+
+Before differentiating, `prepare.py` pins the input shape and folds shape arithmetic, static
+`If`s, float16, integer operators, zero Pads and BatchNormalization. Opsets: the gradient model
+keeps the model's opset (at least 11; older models go through onnx's version converter) and
+every rule emits ops valid there (ReduceSum/Squeeze/Split axes as attribute or input, ...). The
+one op with no equivalent below 16 is ScatterElements with reduction=add, which the MaxPool rule
+needs for overlapping windows: the model is then declared at opset 16 when no op on its graph
+changes meaning between the two opsets (`prepare.upgrade_opset`, with a note), else the rule
+scatters phase by phase with windows that cannot overlap. Node order: backward nodes that read
+only forward tensors are placed right after the forward node they read (`_schedule`).
 """
 
 from __future__ import annotations
@@ -22,8 +32,8 @@ from onnx import helper
 
 from ..errors import OnnxvizError, UnsupportedError, unknown_name
 from ..graph import Graph
-from .builder import Builder
-from .prepare import Prepared, prepare
+from .builder import Builder, attr
+from .prepare import Prepared, prepare, upgrade_opset
 from .rules import INTEGER_PASS_THROUGH, NON_DIFFERENTIABLE_OPS, NON_DIFFERENTIABLE_OUTPUTS, RULES
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -67,6 +77,7 @@ def gradient_model(model, targets: str | Sequence[str], input_shape: Sequence[in
     plan = _plan(model, targets, input_shape, input_name)
     if plan.missing:
         raise UnsupportedError(_missing_message(plan))
+    _check_buildable(plan)
     prep = plan.prepared
     g = prep.graph
     taken = {t.name for t in prep.proto.graph.initializer} | {v.name for v in g.inputs}
@@ -164,13 +175,6 @@ def _plan(model, targets, input_shape, input_name) -> _Plan:
         if t not in reach:
             raise OnnxvizError(f"target {t!r} does not depend on input {input_name!r} through "
                                "differentiable ops (is it a constant, a shape or an index?)")
-        if prep.dtypes.get(t) != onnx.TensorProto.FLOAT:
-            kind = onnx.TensorProto.DataType.Name(prep.dtypes.get(t, 0))
-            raise UnsupportedError(f"target {t!r} is a {kind} tensor; pick a float32 tensor "
-                                   "(for a quantized model, the output of its DequantizeLinear)")
-        if t not in prep.shapes:
-            raise UnsupportedError(f"the shape of target {t!r} is not static after pinning the "
-                                   f"input shape to {shape}")
     live = set(names)
     path = []
     for i in reversed(range(len(g.nodes))):
@@ -179,15 +183,40 @@ def _plan(model, targets, input_shape, input_name) -> _Plan:
             path.append(i)
             live.update(x for x in node.input if x in reach)
     path.reverse()
+    if prep.opset < 16 and any(_overlapping_max_pool(g.nodes[i]) for i in path):
+        upgrade_opset(prep, 16)  # else the MaxPool rule emits an equivalent for opset < 16
     missing = [(g.nodes[i].op_type, g.names[i]) for i in path
                if g.nodes[i].domain not in ("", "ai.onnx") or g.nodes[i].op_type not in RULES]
-    for t in live:
+    return _Plan(prep, input_name, names, live, path, missing)
+
+
+def _check_buildable(plan: _Plan) -> None:
+    """Targets float32 with static shapes, no float64 on the path (checked after missing ops,
+    whose outputs have no inferred types)."""
+    prep = plan.prepared
+    for t in plan.targets:
+        if prep.dtypes.get(t) != onnx.TensorProto.FLOAT:
+            kind = onnx.TensorProto.DataType.Name(prep.dtypes.get(t, 0))
+            raise UnsupportedError(f"target {t!r} is a {kind} tensor; pick a float32 tensor "
+                                   "(for a quantized model, the output of its DequantizeLinear)")
+        if t not in prep.shapes:
+            raise UnsupportedError(f"the shape of target {t!r} is not static after pinning the "
+                                   f"input shape to {prep.shapes.get(plan.input_name)}")
+    for t in plan.live:
         dtype = prep.dtypes.get(t, onnx.TensorProto.FLOAT)
         if dtype in FLOATS and dtype != onnx.TensorProto.FLOAT:
             raise UnsupportedError(f"tensor {t!r} on the path is "
                                    f"{onnx.TensorProto.DataType.Name(dtype)}; onnxviz "
                                    "differentiates float32 (and float16, as a float32 copy)")
-    return _Plan(prep, input_name, names, live, path, missing)
+
+
+def _overlapping_max_pool(node: onnx.NodeProto) -> bool:
+    if node.op_type != "MaxPool":
+        return False
+    kernel = attr(node, "kernel_shape", [])
+    strides = attr(node, "strides", None) or [1] * len(kernel)
+    dilations = attr(node, "dilations", None) or [1] * len(kernel)
+    return any((k - 1) * d + 1 > s for k, d, s in zip(kernel, dilations, strides, strict=True))
 
 
 def _differentiable(node: onnx.NodeProto, k: int, dtype: int, reach: set[str]) -> bool:
@@ -250,8 +279,6 @@ def _paired_quantize_outputs(g: Graph, plan: _Plan) -> set[str]:
 
 
 def _axis(node: onnx.NodeProto) -> int:
-    from .builder import attr
-
     return attr(node, "axis", 1)
 
 
@@ -290,7 +317,10 @@ def _assemble(plan: _Plan, b: Builder, seeds: list[str], grad_name: str) -> onnx
                for t in plan.targets]
     shape = prep.shapes.get(plan.input_name)
     outputs.append(helper.make_tensor_value_info(grad_name, onnx.TensorProto.FLOAT, shape))
-    graph = helper.make_graph(forward + b.nodes, f"{src.name or 'model'}_gradient", inputs,
+    static = {t.name for t in src.initializer} | {t.name for t in b.initializers} | {
+        vi.name for vi in src.input}
+    nodes = _schedule(forward, b.nodes, static)
+    graph = helper.make_graph(nodes, f"{src.name or 'model'}_gradient", inputs,
                               outputs, [*src.initializer, *b.initializers])
     model = helper.make_model(graph, opset_imports=list(prep.proto.opset_import),
                               producer_name="onnxviz.grad.autodiff")
@@ -303,6 +333,35 @@ def _assemble(plan: _Plan, b: Builder, seeds: list[str], grad_name: str) -> onnx
         raise UnsupportedError("onnxviz built an invalid gradient model (a bug; please report "
                                f"it): {str(exc).splitlines()[0][:300]}") from None
     return model
+
+
+def _schedule(forward: list[onnx.NodeProto], backward: list[onnx.NodeProto],
+              static: set[str]) -> list[onnx.NodeProto]:
+    """Order the nodes: each backward node that reads only forward tensors (masks such as the
+    HardSigmoid steps of Relu/Clip, Sigmoid's y - y^2) goes right after the forward node whose
+    output it reads last, so it runs while that activation is still in cache; the others
+    follow the forward pass in order. onnxruntime executes in this order: on MobileNetV2 this
+    alone cut the gradient from ~3.5 to ~2.5 forwards."""
+    position: dict[str, int] = {}
+    for i, node in enumerate(forward):
+        for o in node.output:
+            position[o] = i
+    early: dict[int, list[onnx.NodeProto]] = {}
+    late = []
+    for node in backward:
+        ins = [x for x in node.input if x]
+        if any(x not in position and x not in static for x in ins):
+            late.append(node)  # reads a seed or a gradient: after the forward pass
+            continue
+        at = max((position[x] for x in ins if x in position), default=-1)
+        early.setdefault(at, []).append(node)
+        for o in node.output:
+            position[o] = at
+    ordered = list(early.get(-1, []))
+    for i, node in enumerate(forward):
+        ordered.append(node)
+        ordered.extend(early.get(i, []))
+    return ordered + late
 
 
 def _with_outputs(node: onnx.NodeProto, extra: dict[int, str]) -> onnx.NodeProto:

@@ -161,9 +161,6 @@ class Builder:
         return self.op("ConstantOfShape", [self.ints(shape)],
                        value=numpy_helper.from_array(np.zeros(1, np.float32)))
 
-    def where(self, cond: str, a: str, b: str) -> str:
-        return self.op("Where", [cond, a, b])
-
     def mask(self, cond: str, g: str) -> str:
         """g where the boolean tensor cond holds, 0 elsewhere. A Mul by the cast mask:
         onnxruntime's Where is several times slower than Cast + Mul on large tensors."""

@@ -203,6 +203,55 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+# Ops whose schema changes between opset 11 and 18 only add types or attributes whose default
+# keeps the old behaviour: a graph of these can be declared at a newer opset unchanged.
+TYPE_ONLY_CHANGES = frozenset((
+    "Add Sub Mul Div Pow Relu LeakyRelu PRelu Clip Sigmoid Tanh Exp Log Sqrt Neg Reciprocal "
+    "Erf Abs Sum Max Min Mean Where Equal Greater Less Not And Or Identity Cast Reshape Flatten "
+    "Transpose Concat Gather GatherElements Slice Pad Expand Tile Shape Size Constant "
+    "ConstantOfShape MaxPool BatchNormalization Gemm MatMul DepthToSpace SpaceToDepth ArgMax "
+    "ArgMin ScatterElements ScatterND QuantizeLinear DequantizeLinear LRN Floor Ceil Round Sign "
+    "Mod NonZero Range GreaterOrEqual LessOrEqual GlobalAveragePool GlobalMaxPool Conv "
+    "ConvTranspose AveragePool InstanceNormalization Einsum TopK CumSum Resize HardSigmoid "
+    "HardSwish Elu Selu Softplus Softsign"
+).split())
+
+
+def upgrade_opset(prep: Prepared, target: int) -> bool:
+    """Declare the prepared graph at opset `target` when that changes no node's meaning (every
+    op's schema is unchanged or changed by types only); returns whether it did."""
+    old = prep.opset
+    if old >= target:
+        return True
+    for node in prep.proto.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            before = onnx.defs.get_schema(node.op_type, old).since_version
+            after = onnx.defs.get_schema(node.op_type, target).since_version
+        except Exception:
+            return False
+        if before == after:
+            continue
+        if node.op_type not in TYPE_ONLY_CHANGES:
+            return False
+        if node.op_type == "Resize" and attr(node, "coordinate_transformation_mode", "") \
+                == "tf_half_pixel_for_nn":
+            return False
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            return False
+    for o in prep.proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = target
+    prep.proto.ir_version = max(prep.proto.ir_version, 8)
+    prep.opset = target
+    prep.graph.opsets["ai.onnx"] = target
+    prep.notes.append(f"gradient model declared at opset {target} (was {old}; no op on the "
+                      "path changes meaning) to use ScatterElements with reduction=add")
+    return True
+
+
 # ---------------------------------------------------------------- integer operators
 
 

@@ -19,6 +19,11 @@ from .builder import Builder, attr
 
 Grads = list[str | None]
 
+# Stride-1 convs with constant weights: backward as a plain Conv with the kernel flipped and
+# in/out channels swapped (stays in onnxruntime's blocked layout), instead of ConvTranspose.
+# A switch so that benchmarks/bench_gradients.py --compare-flip can measure both.
+FLIP_STRIDE1 = True
+
 
 # ---------------------------------------------------------------- geometry
 
@@ -88,7 +93,7 @@ def conv(b: Builder, node: onnx.NodeProto, grads: Grads) -> Grads:
     group = attr(node, "group", 1)
     strides, dilations, begin, end = window_geometry(node, x_shape, y_shape, kernel)
     out: Grads = [None] * len(node.input)
-    if all(s == 1 for s in strides) and w_value is not None:
+    if FLIP_STRIDE1 and all(s == 1 for s in strides) and w_value is not None:
         full = [(k - 1) * d for k, d in zip(kernel, dilations, strict=True)]
         pads = [f - p for f, p in zip(full, begin, strict=True)] + \
                [f - p for f, p in zip(full, end, strict=True)]
