@@ -7,6 +7,7 @@ code 2; set ONNXVIZ_DEBUG=1 to see tracebacks of unexpected errors.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from .outputs import provenance, save_npz, save_png, to_json
 
 
 class OnnxvizGroup(click.Group):
-    """Turns user errors into one line and exit code 2, never a traceback."""
+    """Turns user errors into one line and exit code 2, never a traceback; remembers the
+    arguments it was called with, for the provenance recorded in every output."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["onnxviz.argv"] = argv
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
@@ -55,6 +63,17 @@ def main() -> None:
     default (a small CNN trained on scikit-learn's digits). Errors in the input print one line
     and exit with status 2.
     """
+
+
+def command_line() -> str:
+    """The command as the user typed it (recorded in outputs)."""
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.find_root().meta.get("onnxviz.argv") if ctx else None
+    return shlex.join(["onnxviz", *(argv if argv is not None else sys.argv[1:])])
+
+
+def _provenance(**items: object) -> dict[str, str]:
+    return provenance(command=command_line(), **items)
 
 
 model_argument = click.argument("model", required=False, metavar="[MODEL]")
@@ -213,7 +232,7 @@ def weights(model: str | None, layer: str | None, output: str, npz: str | None,
     loaded = _load(model, max_bytes)
     lw, img = weights_image(loaded, layer, normalize=normalize, channel_order=channel_order,
                             fold_bn=fold_bn, scale=scale, max_inputs=max_inputs)
-    meta = provenance(model_sha256=loaded.sha256, model=loaded.label, layer=lw.layer,
+    meta = _provenance(model_sha256=loaded.sha256, model=loaded.label, layer=lw.layer,
                       normalize=normalize)
     if npz:
         save_npz(npz, {"weights": lw.weights, "layer": lw.layer})
@@ -431,14 +450,14 @@ def features(model: str | None, image: str | None, tensors: tuple[str, ...],
                                           max_channels=max_channels, sort=sort,
                                           colormap=colormap, notes=fm.notes)
                 path = out_dir / f"{stem}.png"
-                save_png(img, path, provenance(tensor=tap.tensor, **meta_common))
+                save_png(img, path, _provenance(tensor=tap.tensor, **meta_common))
                 entry["png"] = str(path)
                 if overlay and kind == "2d" and prepared.display is not None:
                     ov = render_overlay(prepared.display, values[0],
                                         title=f"{tap.tensor}  {list(values.shape)}",
                                         colormap=colormap)
                     ov_path = out_dir / f"{stem}_overlay.png"
-                    save_png(ov, ov_path, provenance(tensor=tap.tensor, **meta_common))
+                    save_png(ov, ov_path, _provenance(tensor=tap.tensor, **meta_common))
                     entry["overlay"] = str(ov_path)
                 elif overlay:
                     entry["no_overlay"] = ("not a 2-D map" if kind != "2d"
@@ -455,7 +474,7 @@ def features(model: str | None, image: str | None, tensors: tuple[str, ...],
         del arrays
     info = {
         "model": loaded.label, "model_sha256": loaded.sha256,
-        "onnxviz_version": __version__, "command": provenance()["onnxviz.command"],
+        "onnxviz_version": __version__, "command": command_line(),
         "input": prepared.to_dict(), "selection": "all" if all_tensors else (
             "layers" if layers else "default (post-activation output of every layer)"),
         "normalize": normalize, "sort": sort, "colormap": colormap,
@@ -562,6 +581,455 @@ def gradcheck(model: str | None, target: str, method: str, image: str | None, to
             click.echo(f"  note: {note}")
     if not result.passed:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- report
+
+@main.command()
+@model_argument
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+              metavar="IMG", help="Image for the feature maps (and a classifier's top classes); "
+              "repeatable. Default on the embedded model: its bundled test digit.")
+@click.option("--examples", "examples_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of images (searched recursively) for the top-k dataset examples of "
+              "each channel. Default on the embedded model: its bundled digits folder.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="report.html",
+              show_default=True, help="HTML file to write (one self-contained file).")
+@click.option("--layers", multiple=True, metavar="NAME[,NAME...]",
+              help="Layers (node or tensor names) for the feature maps, activation "
+                   "maximization and dataset examples; comma-separated or repeated. Default: "
+                   "a spread of conv layers across depth.")
+@click.option("--maximize", type=click.IntRange(0, 512), default=8, show_default=True,
+              help="Channels per layer (and top classes of a classifier) to maximize; 0 skips "
+                   "activation maximization.")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=128, show_default=True,
+              metavar="N", help="Optimization steps per maximized image. Each step runs the "
+              "model forward and backward: on large models lower it (e.g. --steps 32) or "
+              "maximize fewer channels.")
+@click.option("--max-channels", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Feature-map channels drawn per layer.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of every random choice (same seed, same report pictures).")
+@click.option("--method", type=click.Choice(["autodiff", "numeric", "ort-training", "auto"]),
+              default="autodiff", show_default=True,
+              help="Gradient backend for activation maximization.")
+@click.option("--provider", "providers", multiple=True, metavar="NAME",
+              help="onnxruntime execution provider (repeatable, in order). Default: CPU.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print what was written (sections, timings, audit flags) as JSON.")
+@preprocess_options
+@max_bytes_option
+def report(model: str | None, images: tuple[str, ...], examples_dir: str | None, output: str,
+           layers: tuple[str, ...], maximize: int, steps: int, max_channels: int,
+           seed: int, method: str,
+           providers: tuple[str, ...], as_json: bool, preset: str | None, scale: float | None,
+           mean: tuple | None, std: tuple | None, channel_order: str | None,
+           resize: str | None, size: tuple | None, max_bytes: int) -> None:
+    """Write one self-contained HTML report of what MODEL has learned.
+
+    Sections: model card; layer table with audit flags (NaN/Inf, dead and near-duplicate
+    filters, extreme magnitudes); first-layer filters; feature maps of each --image;
+    activation maximization; top-k dataset examples (--examples DIR); provenance. Every
+    picture is inlined: the file opens offline in any browser and makes no request. Without
+    MODEL: the embedded digits model, its test digit and its bundled digits folder.
+    """
+    from .images import choose_preprocess, main_input
+    from .report import SECTIONS
+    from .report import report as build_report
+
+    loaded = _load(model, max_bytes)
+    names = [n.strip() for v in layers for n in v.split(",") if n.strip()] or None
+    pre_options = {"scale": scale, "mean": mean, "std": std, "channel_order": channel_order,
+                   "resize": resize, "size": size}
+    contract = main_input(loaded)
+    pre = None
+    if contract.layout is not None:
+        pre = choose_preprocess(contract, preset, **pre_options)
+    elif preset or any(v is not None for v in pre_options.values()):
+        click.secho("warning: the model has no image input; preprocessing options are ignored",
+                    err=True, fg="yellow")
+    tty = sys.stderr.isatty()
+    with click.progressbar(length=len(SECTIONS), label="report", file=sys.stderr,
+                           show_pos=True) as bar:
+        def progress(event) -> None:
+            if event.done:
+                bar.update(1)
+            elif tty or not event.detail:  # in a log file, one line per section
+                detail = f": {event.detail}" if event.detail else ""
+                bar.label = f"{event.index}/{event.total} {event.title}{detail}"
+                bar.render_progress()
+
+        result = build_report(loaded, images=images, examples_dir=examples_dir, layers=names,
+                              maximize=maximize, steps=steps, preprocess=pre,
+                              output=output, progress=progress, seed=seed, method=method,
+                              providers=list(providers) or None, max_channels=max_channels,
+                              command=command_line())
+    for rec in result.sections:
+        if rec.error:
+            click.secho(f"warning: section {rec.title!r} could not be produced: {rec.error}",
+                        err=True, fg="yellow")
+    if as_json:
+        click.echo(to_json(result.to_dict()))
+        return
+    errors = sum(1 for f in result.flags if f.severity == "error")
+    warnings = sum(1 for f in result.flags if f.severity == "warning")
+    click.echo(f"audit: {errors} error(s), {warnings} warning(s)"
+               + "".join(f"\n  {f.severity}: {f.message}" for f in result.flags[:10]
+                         if f.severity != "note")
+               + (f"\n  ... see the report for all {len(result.flags)}"
+                  if len(result.flags) > 10 else ""))
+    click.echo(f"wrote {result.path} ({_fmt_size(result.bytes)}, {result.pictures} pictures) "
+               f"in {result.seconds:.1f} s")
+
+
+# ---------------------------------------------------------------- examples
+
+@main.command()
+@click.argument("paths", nargs=-1, metavar="[MODEL] IMAGES_DIR")
+@click.option("--layer", required=True, metavar="NAME",
+              help="Node or tensor name whose channels to rank (a node name means its first "
+                   "output; name the activation, e.g. relu1, to rank post-activation values). "
+                   "`onnxviz inspect MODEL` lists the layers.")
+@click.option("--channels", metavar="SPEC",
+              help="Channels to show: a range 0-15, a list 1,5,9, both (0-3,8), or all. "
+                   "Default: the first 16.")
+@click.option("--top", type=click.IntRange(1, 100), default=9, show_default=True,
+              help="Images kept per channel.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="examples.png",
+              show_default=True, help="PNG file to write.")
+@click.option("--tile", type=click.IntRange(16, 512), default=112, show_default=True,
+              help="Side of each crop's square tile in the picture, in pixels.")
+@click.option("--batch", type=click.IntRange(1, 4096),
+              help="Images per onnxruntime run (default: measured, the fastest of 1, 4, 16, 64; "
+                   "a model with a fixed batch dimension always gets its own).")
+@click.option("--provider", "providers", multiple=True, metavar="NAME",
+              help="onnxruntime execution provider (repeatable, in order). Default: CPU.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print, per channel, the files, locations, crop boxes (original-image "
+                   "pixels) and values as JSON.")
+@preprocess_options
+@max_bytes_option
+def examples(paths: tuple[str, ...], layer: str, channels: str | None, top: int, output: str,
+             tile: int, batch: int | None, providers: tuple[str, ...], as_json: bool,
+             preset: str | None, scale: float | None, mean: tuple | None, std: tuple | None,
+             channel_order: str | None, resize: str | None, size: tuple | None,
+             max_bytes: int) -> None:
+    """Find the image patches in IMAGES_DIR that most excite each channel of --layer.
+
+    Every image in IMAGES_DIR (searched recursively; files Pillow cannot decode are skipped
+    and counted) runs through MODEL; per channel, the --top images with the highest maximal
+    activation are kept, and each is cropped to the receptive field of that maximum, mapped
+    back through the resize to the original image. Writes a grid: a row per channel, its
+    crops left to right, labelled with the value and the file.
+
+    With one path, it is IMAGES_DIR and MODEL is the embedded default (the digits CNN); with
+    none, the default model runs on its bundled folder of 100 digits.
+    """
+    import contextlib
+
+    from .examples import examples as find_examples
+    from .examples import examples_image
+    from .images import choose_preprocess, main_input
+    from .model import default_images_dir
+
+    if len(paths) > 2:
+        raise OnnxvizError(f"expected [MODEL] IMAGES_DIR, got {len(paths)} paths")
+    model, images_dir = ([None, None, *paths])[-2:] if len(paths) < 2 else paths
+    if images_dir is not None and Path(images_dir).is_file() and len(paths) == 1:
+        raise OnnxvizError(f"{images_dir} is a file; give a folder of images (onnxviz examples "
+                           "[MODEL] IMAGES_DIR --layer NAME)")
+    loaded = _load(model, max_bytes)
+    if images_dir is None:
+        if not loaded.is_default:
+            raise OnnxvizError("give IMAGES_DIR, a folder of images")
+        images_dir = str(default_images_dir())
+        click.echo("(no IMAGES_DIR given: using the default model's bundled digits folder)",
+                   err=True)
+    pre = choose_preprocess(main_input(loaded), preset, scale=scale, mean=mean, std=std,
+                            channel_order=channel_order, resize=resize, size=size)
+    folder = Path(output).resolve().parent  # fail before the run, not after it
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise OnnxvizError(f"cannot write {output}: {existing} is not a writable folder; "
+                           "choose another -o")
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(p) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(
+                    length=p.total, label="images", file=sys.stderr, show_pos=True,
+                    item_show_func=lambda q: f"{q.rate:.0f} img/s" if q else "")))
+            bars[0].update(p.done - bars[0].pos, p)
+
+        result = find_examples(loaded, images_dir, layer, channels=channels, top=top,
+                               preprocess=pre, providers=list(providers) or None, batch=batch,
+                               progress=progress)
+    img = examples_image(result, tile=tile)
+    meta = _provenance(model_sha256=loaded.sha256, model=loaded.label, layer=result.layer,
+                      images_dir=Path(images_dir).resolve(), images=result.images,
+                      channels=",".join(str(c.channel) for c in result.channels), top=top,
+                      preprocess=pre.describe(result.input_channels))
+    try:
+        save_png(img, output, meta)
+    except OSError as exc:
+        raise OnnxvizError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if as_json:
+        info = result.to_dict()
+        info.update(png=str(Path(output)), onnxviz_version=__version__,
+                    command=command_line())
+        click.echo(to_json(info))
+        return
+    rate = result.images / result.seconds if result.seconds else 0.0
+    click.echo(f"{result.layer} {result.map_shape}: {result.images} images from {images_dir} "
+               f"in {result.seconds:.1f} s ({rate:.0f} images/s, batch {result.batch}); "
+               f"{pre.describe(result.input_channels)}")
+    for ch in result.channels[:16]:
+        if ch.hits:
+            best = ch.hits[0]
+            click.echo(f"  ch {ch.channel:>3}  best {best.value:.4g}  "
+                       f"{best.file.relative_to(result.images_dir).as_posix()}  box "
+                       f"(top, left, bottom, right) {best.box}")
+    if len(result.channels) > 16:
+        click.echo(f"  ... {len(result.channels) - 16} more channels (--json lists them all)")
+    if result.skipped:
+        names = ", ".join(s.file.name for s in result.skipped[:3])
+        more = f" and {len(result.skipped) - 3} more" if len(result.skipped) > 3 else ""
+        click.secho(f"skipped {len(result.skipped)} of {result.files} files Pillow cannot "
+                    f"decode: {names}{more}", err=True, fg="yellow")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {output}")
+
+
+# ---------------------------------------------------------------- maximize
+
+def _split_model_targets(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """[MODEL] TARGET...: the first argument is the model when it is an existing file or ends
+    in .onnx; otherwise every argument is a target on the embedded default model."""
+    if not args:
+        return None, []
+    first = args[0]
+    if first.lower().endswith(".onnx") or Path(first).is_file():
+        return first, list(args[1:])
+    return None, list(args)
+
+
+def _check_writable(path: str | None, what: str) -> None:
+    """Fail before a long run, not after it, when an output cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise OnnxvizError(f"{what} {path} is a folder; give a file name")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OnnxvizError(f"cannot write {what} {path}: {parent} is not a writable folder")
+
+
+def _am_tiles(images) -> list:
+    """Display images (N, C, H, W) as tiles for render_grid: gray for 1 channel, the first
+    three channels otherwise."""
+    import numpy as np
+
+    out = []
+    for im in images:
+        im = np.asarray(im, np.float32)
+        out.append(im[0] if im.shape[0] < 3 else im[:3].transpose(1, 2, 0))
+    return out
+
+
+def _am_picture(images, labels, title: str, notes: list[str]):
+    from .render import render_grid
+
+    side = max(images.shape[2], images.shape[3])
+    return render_grid(_am_tiles(images), scale=max(1, round(128 / side)), labels=labels,
+                       title=title, notes=notes)
+
+
+@main.command("maximize")
+@click.argument("args", nargs=-1, metavar="[MODEL] TARGET...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="maximize.png",
+              show_default=True, help="PNG file to write: one tile per image, labelled with its "
+              "target and final objective.")
+@click.option("--npz", type=click.Path(dir_okay=False),
+              help="Also write the images (float32, display space, key 'images'), their final "
+                   "model inputs ('inputs'), 'targets', 'values', 'start' and 'reference'.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print per target the start and final objective, steps, seconds, method and "
+                   "the mean-gray reference as JSON.")
+@click.option("--steps", type=click.IntRange(1, 1_000_000), default=512, show_default=True,
+              help="Optimization steps.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Adam learning rate.")
+@click.option("--param", type=click.Choice(["fourier", "pixel"]), default="fourier",
+              show_default=True, help="Image parameterization: scaled Fourier coefficients "
+              "(smooth images, Lucid's default) or plain pixels.")
+@click.option("--decorrelate/--no-decorrelate", default=True, show_default=True,
+              help="Optimize RGB images in Lucid's decorrelated color space.")
+@click.option("--transforms", type=click.Choice(["standard", "none"]), default="standard",
+              show_default=True, help="Random pad/jitter/scale/rotation at every step "
+              "(Lucid's standard set; pixel amounts scaled down on canvases under 128).")
+@click.option("--polish", type=click.IntRange(min=0), metavar="N",
+              help="Run the last N steps without the random transforms, fitting the model's "
+                   "exact pixel grid (default: 1/8 of --steps; 0: transforms throughout, as "
+                   "Lucid).")
+@click.option("--tv", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the total-variation penalty (mean over pixels).")
+@click.option("--l2", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the L2 penalty pulling pixels to mid-gray (mean over pixels).")
+@click.option("--blur", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the blur penalty (detail at the pixel scale).")
+@click.option("--diversity", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of Lucid's diversity term across the --variants images of a target.")
+@click.option("--variants", type=click.IntRange(1, 64),
+              help="Images per target (default 1; 4 with --diversity).")
+@click.option("--negative", is_flag=True, help="Minimize the objective instead.")
+@click.option("--init", default="noise", show_default=True, metavar="noise|IMAGE",
+              help="Start from faint noise, or from IMAGE (with a layer target: DeepDream).")
+@click.option("--method", type=click.Choice(["auto", "autodiff", "numeric", "ort-training"]),
+              default="auto", show_default=True,
+              help="Gradient backend; auto falls back to numeric (with a warning) where "
+                   "autodiff has no rule for an op.")
+@click.option("--batch", type=click.IntRange(1, 1024),
+              help="Images per onnxruntime call (default 8 where the model's batch dimension "
+                   "is dynamic, else its fixed batch).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initial noise and the transforms (same seed, same image).")
+@click.option("--every", type=click.IntRange(1, 1_000_000), metavar="N",
+              help="Also write a snapshot grid every N steps (OUT_stepNNNN.png).")
+@click.option("--provider", "providers", multiple=True, metavar="NAME",
+              help="onnxruntime execution provider (repeatable, in order). Default: CPU.")
+@preprocess_options
+@max_bytes_option
+def maximize_command(args: tuple[str, ...], output: str, npz: str | None, as_json: bool,
+                     steps: int, lr: float, param: str, decorrelate: bool, transforms: str,
+                     polish: int | None, tv: float, l2: float, blur: float, diversity: float,
+                     variants: int | None, negative: bool, init: str, method: str,
+                     batch: int | None, seed: int, every: int | None,
+                     providers: tuple[str, ...], preset: str | None,
+                     scale: float | None, mean: tuple | None, std: tuple | None,
+                     channel_order: str | None, resize: str | None, size: tuple | None,
+                     max_bytes: int) -> None:
+    """Synthesize the images that most excite each TARGET of MODEL (activation maximization).
+
+    TARGET: TENSOR (mean of squares: DeepDream), TENSOR:C (channel C's mean, or class C of an
+    (N, K) output), TENSOR:C@Y,X (one neuron), TENSOR:A-B or TENSOR:A,B,C (one image per
+    channel); TENSOR is a node or tensor name (`onnxviz inspect MODEL` lists them). Starting
+    from faint noise, Adam climbs the objective's gradient with respect to the image, which is
+    parameterized in the Fourier domain with decorrelated color and randomly transformed each
+    step (Lucid's recipe), then preprocessed like a photo (--preset etc.). --size sets the
+    canvas (default 128 where the model's size is dynamic, else the model's size). Without
+    MODEL: the embedded digits CNN (e.g. `onnxviz maximize logits:0-9`).
+    """
+    import warnings
+
+    import numpy as np
+
+    from .grad import GradientWarning
+    from .images import choose_preprocess, main_input
+    from .maximize import iter_maximize
+
+    model, targets = _split_model_targets(args)
+    if not targets:
+        raise OnnxvizError("give at least one TARGET, e.g. `onnxviz maximize MODEL conv1:0-7` "
+                           "(`onnxviz inspect MODEL` lists the layers)")
+    for path, what in ((output, "the output"), (npz, "the --npz file")):
+        _check_writable(path, what)
+    stem = Path(output)
+    loaded = _load(model, max_bytes)
+    contract = main_input(loaded)
+    pre = choose_preprocess(contract, preset, scale=scale, mean=mean, std=std,
+                            channel_order=channel_order, resize=resize)
+    if init != "noise" and not Path(init).is_file():
+        raise OnnxvizError(f"--init must be 'noise' or an image file; no such file: {init}")
+    options = dict(steps=steps, size=size, lr=lr, param=param, decorrelate=decorrelate,
+                   transforms=transforms, polish=polish, tv=tv, l2=l2, blur=blur,
+                   diversity=diversity, variants=variants, negative=negative, init=init,
+                   method=method, batch=batch, seed=seed, every=every, preprocess=pre,
+                   providers=list(providers) or None)
+    result = None
+    snapshots: list[str] = []
+    bar = None
+    shown = 0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GradientWarning)
+            for step in iter_maximize(loaded, targets, **options):
+                while shown < len(caught):  # warnings as they come (e.g. the numeric fallback)
+                    click.secho(f"\nwarning: {caught[shown].message}", err=True, fg="yellow")
+                    shown += 1
+                if bar is None:
+                    bar = click.progressbar(length=step.total, label="maximizing",
+                                            file=sys.stderr, show_pos=True,
+                                            item_show_func=lambda s: s)
+                    bar.__enter__()
+                what = (f"run {step.run + 1}/{step.runs} " if step.runs > 1 else "") + (
+                    f"step {step.index + 1} objective {float(np.mean(step.values)):.4g}"
+                    + (" (mean)" if len(step.values) > 1 else ""))
+                bar.update(1, what)
+                if step.image is not None and every and (step.index + 1) % every == 0:
+                    run = f"_run{step.run + 1}" if step.runs > 1 else ""
+                    path = stem.with_name(f"{stem.stem}{run}_step{step.index + 1:04d}.png")
+                    labels = [f"{lb} {v:.3g}" for lb, v in zip(step.labels, step.values,
+                                                                strict=True)]
+                    pic = _am_picture(step.image, labels, f"step {step.index + 1}/{step.steps}",
+                                      [])
+                    save_png(pic, path, _provenance(model_sha256=loaded.sha256,
+                                                   model=loaded.label, step=step.index + 1))
+                    snapshots.append(str(path))
+                if step.result is not None:
+                    result = step.result
+            while shown < len(caught):
+                click.secho(f"warning: {caught[shown].message}", err=True, fg="yellow")
+                shown += 1
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if result is None:  # pragma: no cover - iter_maximize always ends with the result
+        raise OnnxvizError("activation maximization produced no result")
+    o = result.options
+    title = (f"{loaded.label}: activation maximization, {result.steps} steps, {result.method}, "
+             f"seed {seed}")
+    color = ", decorrelated color" if o["decorrelate"] and result.images.shape[1] == 3 else ""
+    notes = [f"{o['param']} parameterization{color}, {o['transforms']} transforms (the last "
+             f"{o['polish']} steps without), lr {lr}; "
+             f"canvas {result.canvas[0]}x{result.canvas[1]} -> model input "
+             f"{result.model_size[0]}x{result.model_size[1]}; {pre.describe(contract.channels)}"]
+    if negative:
+        notes.append("--negative: the objective was minimized")
+    notes += [f"{t}: {f}" for t, f in zip(result.targets, result.fallback, strict=True) if f]
+    meta = _provenance(model_sha256=loaded.sha256, model=loaded.label,
+                      targets=" ".join(targets), seed=seed, steps=result.steps,
+                      method=result.method, preprocess=pre.describe(contract.channels),
+                      options=to_json(o).replace("\n", " "))
+    pic = _am_picture(result.images, result.labels, title, notes)
+    if npz:
+        save_npz(npz, {"images": result.images, "inputs": result.inputs,
+                       "targets": np.array(result.targets), "values": result.values,
+                       "start": result.start, "reference": result.reference,
+                       "history": result.history})
+    save_png(pic, output, meta)
+    info = {"model": loaded.label, "model_sha256": loaded.sha256, "onnxviz_version": __version__,
+            "command": command_line(), **result.to_dict(),
+            "png": str(output), "npz": npz, "snapshots": snapshots}
+    if as_json:
+        click.echo(to_json(info))
+        return
+    width = max(len(t) for t in result.targets)
+    for row in result.per_target():
+        flag = f"  ({row['fallback']})" if row["fallback"] else ""
+        click.echo(f"{row['target']:<{width}}  {row['start_objective']:>9.4g} -> "
+                   f"{row['final_objective']:<9.4g} (mean gray {row['mean_gray_objective']:.4g})"
+                   f"{flag}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {output}" + (f", {npz}" if npz else "")
+               + (f" and {len(snapshots)} snapshot(s)" if snapshots else "")
+               + f" ({result.method}, {float(result.seconds.max()):.1f} s per run)")
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,11 @@ def default_image_path() -> Path:
     return Path(str(resources.files("onnxviz") / "data" / "digit.png"))
 
 
+def default_images_dir() -> Path:
+    """100 held-out test digits shipped with the package: the default model's example folder."""
+    return Path(str(resources.files("onnxviz") / "data" / "digits"))
+
+
 @dataclass(eq=False)
 class Model:
     """A loaded, checked model: the proto plus where it came from."""

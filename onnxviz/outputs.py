@@ -38,10 +38,11 @@ def _umask() -> int:
     return mask
 
 
-def provenance(**items: object) -> dict[str, str]:
-    """Text chunks that say how a file was made: onnxviz version, command line, and `items`."""
-    meta = {"Software": f"onnxviz {__version__}",
-            "onnxviz.command": " ".join(["onnxviz", *sys.argv[1:]])}
+def provenance(command: str | None = None, **items: object) -> dict[str, str]:
+    """Text chunks that say how a file was made: onnxviz version, the command line (default:
+    this process's arguments), and `items`."""
+    command = command or " ".join(["onnxviz", *sys.argv[1:]])
+    meta = {"Software": f"onnxviz {__version__}", "onnxviz.command": command}
     meta.update({f"onnxviz.{k}": str(v) for k, v in items.items() if v is not None})
     return meta
 

@@ -422,3 +422,84 @@ def render_overlay(display: np.ndarray, fmap: np.ndarray, title: str | None = No
              f"{fmap.shape[2]} map, scaled to its 0.5th..99.5th percentile, upsampled to {h}x{w}"]
     lut = colormap_lut(colormap)
     return _stack(annotate(pair, title, notes), _colorbar(lut, "low", "high"))
+
+
+# ==================================================================== dataset examples
+# Top-k image patches per channel (examples.py): one row per channel, crops left to right,
+# each fitted into a square tile and labelled with its activation value and file name.
+
+MISSING = (60, 60, 66)
+SUBTLE = (170, 172, 180)
+
+
+def fit_tile(crop: np.ndarray | None, tile: int) -> np.ndarray:
+    """A crop (h, w, 1 or 3) uint8 fitted into a tile x tile RGB uint8 square, aspect kept:
+    crops up to half the tile enlarged by a whole factor (pixels stay crisp blocks), others
+    resampled to fill the tile; the rest of the square is background."""
+    out = np.empty((tile, tile, 3), np.uint8)
+    out[:] = BACKGROUND
+    if crop is None or crop.size == 0:
+        out[tile // 4: -(tile // 4), tile // 4: -(tile // 4)] = MISSING
+        return out
+    c = np.asarray(crop)
+    c = np.repeat(c[:, :, :1], 3, axis=2) if c.ndim == 3 and c.shape[2] == 1 else (
+        np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c[:, :, :3])
+    h, w = c.shape[:2]
+    if 2 * max(h, w) <= tile:
+        c = upscale(c, tile // max(h, w))
+    elif max(h, w) != tile:
+        f = tile / max(h, w)
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        c = np.asarray(Image.fromarray(c).resize(size, Image.LANCZOS))
+    h, w = c.shape[:2]
+    top, left = (tile - h) // 2, (tile - w) // 2
+    out[top:top + h, left:left + w] = c
+    return out
+
+
+def fit_text(text: str, f: ImageFont.ImageFont, width: int) -> str:
+    """`text`, shortened in the middle with an ellipsis until it fits `width` pixels."""
+    if f.getlength(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head = (keep + 1) // 2
+        short = text[:head] + "\u2026" + text[len(text) - (keep - head):]
+        if f.getlength(short) <= width:
+            return short
+    return text[:1] + "\u2026"
+
+
+def render_examples(rows: Sequence[Sequence[np.ndarray | None]],
+                    tile_labels: Sequence[Sequence[str]], row_labels: Sequence[str],
+                    tile: int = 112, title: str | None = None,
+                    notes: Sequence[str] = ()) -> Image.Image:
+    """One row per channel: its crops left to right in `tile`-pixel squares, each with up to
+    two label lines below (e.g. the value and the file name, separated by a newline), and the
+    row's label (e.g. the channel) on the left."""
+    if not rows:
+        raise ValueError("render_examples needs at least one row")
+    f = font(11)
+    fr = font(13)
+    gap, line = 4, 13
+    label_w = max((int(fr.getlength(s)) for lab in row_labels for s in lab.split("\n")),
+                  default=0) + 12
+    ncols = max(1, max(len(r) for r in rows))
+    row_h = tile + 2 * line + 4
+    width = label_w + ncols * (tile + gap) + gap
+    height = len(rows) * (row_h + gap) + gap
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for r, (crops, labels) in enumerate(zip(rows, tile_labels, strict=True)):
+        y = gap + r * (row_h + gap)
+        for k, s in enumerate(row_labels[r].split("\n")):
+            draw.text((6, y + tile // 2 - 8 + 15 * k), s, fill=TEXT, font=fr)
+        for c, crop in enumerate(crops):
+            x = label_w + gap + c * (tile + gap)
+            img.paste(Image.fromarray(fit_tile(crop, tile)), (x, y))
+            text = labels[c] if c < len(labels) else ""
+            for k, s in enumerate(text.split("\n")[:2]):
+                draw.text((x + 1, y + tile + 2 + line * k), fit_text(s, f, tile - 2),
+                          fill=TEXT if k == 0 else SUBTLE, font=f)
+    return annotate(img, title, notes, min_width=480)
