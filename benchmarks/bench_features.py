@@ -151,7 +151,8 @@ def bench(model, feeds: dict, repeat: int, threads: int | None) -> list[tuple[st
     configs = configurations(model)
     for name, tensors in configs.items():
         proto = expose_tensors(model, tensors, exact=True) if tensors else model.proto
-        sessions[name] = make_session(proto, threads=threads)
+        # several sessions take turns: spinning thread pools would fight over the cores
+        sessions[name] = make_session(proto, threads=threads, spinning=False)
     for s in sessions.values():
         for _ in range(3):
             s.run(None, feeds)

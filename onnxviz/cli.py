@@ -277,9 +277,12 @@ def _size_option(ctx: click.Context, param: click.Parameter, value: str | None):
     return size
 
 
-def preprocess_options(f):
+def preprocess_options(f=None, *, size_help: str | None = None):
     """The image preprocessing options (keyword names of `images.choose_preprocess`), shared by
-    every command that feeds an image to a model."""
+    every command that feeds an image to a model. Use bare, or with `size_help` to say what
+    --size means for that command."""
+    if f is None:
+        return lambda g: preprocess_options(g, size_help=size_help)
     from .images import DEFAULT_RULE, DEFAULT_SIZE, PRESETS, RESIZE_MODES
 
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
@@ -303,8 +306,8 @@ def preprocess_options(f):
                           "side to the size, aspect kept (the longer side rounded to a multiple "
                           "of 32) where dims are dynamic, center-crop where they are fixed."),
         click.option("--size", callback=_size_option, metavar="H[xW]",
-                     help=f"Input size for models with dynamic height/width (default "
-                          f"{DEFAULT_SIZE}; with shorter-side, H is the shorter side)."),
+                     help=size_help or f"Input size for models with dynamic height/width "
+                          f"(default {DEFAULT_SIZE}; with shorter-side, H is the shorter side)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -902,7 +905,8 @@ def _am_picture(images, labels, title: str, notes: list[str]):
               help="Also write a snapshot grid every N steps (OUT_stepNNNN.png).")
 @click.option("--provider", "providers", multiple=True, metavar="NAME",
               help="onnxruntime execution provider (repeatable, in order). Default: CPU.")
-@preprocess_options
+@preprocess_options(size_help="Canvas size H[xW] where the model's height/width are dynamic "
+                    "(default 128, as Lucid); a fixed model size is used as it is.")
 @max_bytes_option
 def maximize_command(args: tuple[str, ...], output: str, npz: str | None, as_json: bool,
                      steps: int, lr: float, param: str, decorrelate: bool, transforms: str,

@@ -891,9 +891,10 @@ def _maximize_body(ctx: _Context, rec: SectionRecord) -> str:
         "as much as possible: start from faint random noise and climb the gradient of the "
         "objective with respect to the image, as in Lucid. The image is parameterized in "
         "the Fourier domain with decorrelated color, randomly padded, jittered, scaled and "
-        "rotated at every step (so only patterns that survive those transforms are kept), and "
-        "fed through the same preprocessing as a photo. Under each image: the objective it "
-        "reaches and, for scale, what a uniform mid-gray image scores. Early layers give "
+        "rotated at each step but the last eighth (so only patterns that survive those "
+        "transforms are kept), and fed through the same preprocessing as a photo. Under "
+        "each image: the objective it reaches and, for scale, what a uniform mid-gray image "
+        "scores. Early layers give "
         "edges and colors, deeper ones textures and parts; a classifier's class images show "
         "what the model looks for, not what the class looks like.</p>"]
     nav = []
