@@ -17,6 +17,7 @@ from . import __version__
 from .errors import OnnxvizError
 from .model import DEFAULT_MAX_BYTES, Model, ModelSummary, load_model
 from .outputs import provenance, save_npz, save_png, to_json
+from .text import shape_text, size_text
 
 
 class OnnxvizGroup(click.Group):
@@ -96,20 +97,6 @@ def _load(model: str | None, max_bytes: int) -> Model:
 
 # ---------------------------------------------------------------- inspect
 
-def _fmt_shape(shape) -> str:
-    if shape is None:
-        return "?"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _fmt_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _table(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
@@ -121,7 +108,7 @@ def _table(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
 
 def format_summary(s: ModelSummary) -> str:
     lines = [
-        f"model      {s.file}  ({_fmt_size(s.file_size)}, sha256 {s.sha256[:16]})",
+        f"model      {s.file}  ({size_text(s.file_size)}, sha256 {s.sha256[:16]})",
         f"producer   {s.producer or '?'} {s.producer_version}".rstrip(),
         f"format     IR {s.ir_version}, opsets "
         + ", ".join(f"{d} {v}" for d, v in sorted(s.opsets.items())),
@@ -132,7 +119,7 @@ def format_summary(s: ModelSummary) -> str:
                      + (f" (+{len(s.custom_ops) - 5} more)" if len(s.custom_ops) > 5 else ""))
     lines.append("inputs")
     for c in s.inputs:
-        lines.append(f"  {c.name}  {c.dtype} {_fmt_shape(c.shape)}")
+        lines.append(f"  {c.name}  {c.dtype} {shape_text(c.shape)}")
         if c.layout:
             size = f"{c.height or '?'}x{c.width or '?'}"
             lines.append(f"    layout {c.layout} ({c.layout_reason}); {c.channels or '?'} "
@@ -148,7 +135,7 @@ def format_summary(s: ModelSummary) -> str:
             lines.append(f"    not an image input ({c.layout_reason})")
     lines.append("outputs")
     for o in s.outputs:
-        lines.append(f"  {o.name}  {o.dtype} {_fmt_shape(o.shape)}")
+        lines.append(f"  {o.name}  {o.dtype} {shape_text(o.shape)}")
     lines.append(f"layers ({len(s.layers)}; * = first layer that sees the image)")
     if s.layers:
         rows = [["", "#", "name", "op", "weight", "output", "shape", "params", "min", "max",
@@ -158,7 +145,7 @@ def format_summary(s: ModelSummary) -> str:
             rows.append([
                 "*" if x.name == s.first_layer else "", str(x.index), x.name, x.op,
                 "x".join(map(str, x.weight_shape)) if x.weight_shape else "?", x.output,
-                _fmt_shape(x.output_shape), f"{x.params:,}",
+                shape_text(x.output_shape), f"{x.params:,}",
                 *([f"{st.min:.3g}", f"{st.max:.3g}", f"{st.mean:.3g}", f"{st.std:.3g}",
                    f"{st.zero_fraction:.0%}", str(st.zero_filters)] if st else ["-"] * 6),
             ])
@@ -681,7 +668,7 @@ def report(model: str | None, images: tuple[str, ...], examples_dir: str | None,
                          if f.severity != "note")
                + (f"\n  ... see the report for all {len(result.flags)}"
                   if len(result.flags) > 10 else ""))
-    click.echo(f"wrote {result.path} ({_fmt_size(result.bytes)}, {result.pictures} pictures) "
+    click.echo(f"wrote {result.path} ({size_text(result.bytes)}, {result.pictures} pictures) "
                f"in {result.seconds:.1f} s")
 
 

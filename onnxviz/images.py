@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import OnnxvizError, unknown_name
 from .model import InputContract, Model
+from .text import shape_text
 
 RESIZE_MODES = ("shorter-side", "center-crop", "stretch")
 DEFAULT_SIZE = 224
@@ -451,14 +452,9 @@ def load_tensor(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def _fmt_shape(shape) -> str:
-    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d)
-                                                      for d in shape) + "]"
-
-
 def check_tensor(arr: np.ndarray, contract: InputContract, what: str = "the tensor") -> None:
     """The tensor must have the input's dtype exactly and its fixed dims; dynamic dims are free."""
-    want = f"{contract.dtype} {_fmt_shape(contract.shape)}"
+    want = f"{contract.dtype} {shape_text(contract.shape)}"
     have = f"{arr.dtype} {list(arr.shape)}"
     if str(arr.dtype) != contract.dtype:
         raise OnnxvizError(f"{what} is {have} but input {contract.name!r} wants {want}: convert "
@@ -569,7 +565,7 @@ def prepare_inputs(model: Model, image: str | os.PathLike | Image.Image | None =
         if main in missing:
             raise OnnxvizError(f"nothing to feed input {main.name!r}: give an IMAGE or a ready "
                                "tensor with --tensor FILE.npy")
-        listed = ", ".join(f"{c.name!r} ({c.dtype} {_fmt_shape(c.shape)})" for c in missing)
+        listed = ", ".join(f"{c.name!r} ({c.dtype} {shape_text(c.shape)})" for c in missing)
         raise OnnxvizError(f"the model has other inputs that need values: {listed}; pass "
                            "--tensor NAME=FILE.npy for each")
     if display is None and main.layout and main.name in feeds:

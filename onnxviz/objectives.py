@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import OnnxvizError
+from .text import shape_text
 
 Activations = Mapping[str, np.ndarray]
 Seeds = dict[str, np.ndarray]
@@ -666,8 +667,8 @@ def parse_target(spec: str | Objective, model=None) -> list[Objective]:
             spatial = [d for d in range(1, len(shape)) if d != axis]
             if len(parsed.position) != len(spatial):
                 raise OnnxvizError(
-                    f"target {spec!r}: tensor {tensor!r} (shape {_fmt(shape)}, channels on axis "
-                    f"{axis}) has {len(spatial)} spatial axes; give that many coordinates "
+                    f"target {spec!r}: tensor {tensor!r} (shape {shape_text(shape)}, channels "
+                    f"on axis {axis}) has {len(spatial)} spatial axes; give that many coordinates "
                     "after '@'")
             for d, p in zip(spatial, parsed.position, strict=True):
                 if isinstance(shape[d], int) and p >= shape[d]:
@@ -693,10 +694,6 @@ def parse_targets(specs: str | Objective | Sequence[str | Objective], model=None
     if not out:
         raise OnnxvizError(f"no target given; expected {GRAMMAR}")
     return out
-
-
-def _fmt(shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _check_range(channels: tuple[int, ...], shape, axis: int, tensor: str) -> None:

@@ -41,6 +41,7 @@ from . import __version__
 from .audit import AUDIT, Flag, LayerAudit, audit_layers, list_ids, nonfinite_constants
 from .errors import OnnxvizError
 from .model import Model, default_image_path, default_images_dir, load_model
+from .text import shape_text, size_text
 from .weights import CONV_OPS, DENSE_OPS
 
 SECTIONS = (
@@ -126,27 +127,13 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt_shape(shape) -> str:
-    if shape is None:
-        return "?"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _fmt_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _shape_cell(shape) -> str:
     """A shape for a table cell: long symbolic dims (shape-inference formulas) shortened to
     '?', the full shape in the tooltip."""
-    full = _fmt_shape(shape)
+    full = shape_text(shape)
     if shape is None or all(len(str(d)) <= 16 for d in shape):
         return esc(full)
-    short = _fmt_shape([d if len(str(d)) <= 16 else None for d in shape])
+    short = shape_text([d if len(str(d)) <= 16 else None for d in shape])
     return f'<span title="{esc(full)}">{esc(short)}</span>'
 
 
@@ -277,7 +264,7 @@ def find_classifier(model: Model) -> Classifier | None:
             softmax = True
             logits = g.nodes[prod].input[0]
         labels = class_labels(model, k)
-        note = (f"output {out.name!r} of shape {_fmt_shape(shape)} read as {k} class scores"
+        note = (f"output {out.name!r} of shape {shape_text(shape)} read as {k} class scores"
                 + (f"; it is a {g.nodes[prod].op_type}, so its input {logits!r} (the logits) is "
                    "maximized" if softmax else ""))
         return Classifier(out.name, logits, k, softmax, labels, note)
@@ -489,7 +476,7 @@ def _section_model(ctx: _Context, rec: SectionRecord) -> str:
     n_dense = len(s.layers) - n_conv
     rows = [
         ("File", f"<code>{esc(s.file)}</code>"),
-        ("Size", f"{s.file_size:,} bytes ({_fmt_size(s.file_size)})"),
+        ("Size", f"{s.file_size:,} bytes ({size_text(s.file_size)})"),
         ("SHA-256", f"<code>{esc(s.sha256)}</code>"),
         ("Producer", esc(f"{s.producer or '?'} {s.producer_version}".strip())),
         ("IR version", esc(s.ir_version)),
@@ -521,7 +508,7 @@ def _section_model(ctx: _Context, rec: SectionRecord) -> str:
     html_parts.append("<h3>Inputs</h3>")
     for c in s.inputs:
         items = [("Name", f"<code>{esc(c.name)}</code>"),
-                 ("Type", esc(f"{c.dtype} {_fmt_shape(c.shape)}"))]
+                 ("Type", esc(f"{c.dtype} {shape_text(c.shape)}"))]
         if c.layout:
             items += [
                 ("Layout", esc(f"{c.layout} ({c.layout_reason})")),
@@ -547,7 +534,7 @@ def _section_model(ctx: _Context, rec: SectionRecord) -> str:
         html_parts.append("<h3>Preprocessing</h3>" + _kv(items))
     html_parts.append("<h3>Outputs</h3>")
     html_parts.append(_table(["name", "type", "shape"], [
-        [f"<code>{esc(o.name)}</code>", esc(o.dtype), esc(_fmt_shape(o.shape))]
+        [f"<code>{esc(o.name)}</code>", esc(o.dtype), esc(shape_text(o.shape))]
         for o in s.outputs]))
     if ctx.classifier:
         c = ctx.classifier
@@ -783,14 +770,14 @@ def _section_features(ctx: _Context, rec: SectionRecord) -> str:
             st = layer_stats(values)
             kind, _ = picture_kind(values.shape)
             dead = len(st.dead_channels)
-            rows.append([f"<code>{esc(fm.tap.tensor)}</code>", esc(_fmt_shape(st.shape)),
+            rows.append([f"<code>{esc(fm.tap.tensor)}</code>", esc(shape_text(st.shape)),
                          esc(fm.tap.why), _g(st.max), f"{st.zero_fraction:.0%}",
                          f"{dead}/{st.channels}" if st.channels else "-"])
             if kind is None:
                 continue
             grid = render_feature_maps(values[0], max_channels=ctx.max_channels,
                                        notes=fm.notes)
-            cap = (f"<code>{esc(fm.tap.tensor)}</code> {esc(_fmt_shape(st.shape))} "
+            cap = (f"<code>{esc(fm.tap.tensor)}</code> {esc(shape_text(st.shape))} "
                    f"({esc(fm.tap.why)}): max {_g(st.max)}, zeros {st.zero_fraction:.0%}, "
                    f"<b>{dead} of {st.channels} channels dead</b>"
                    + (f" ({esc(list_ids(st.dead_channels, 16))})" if dead else ""))
