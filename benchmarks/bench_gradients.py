@@ -16,8 +16,15 @@ Timings are medians over interleaved rounds (every method once per round, in tur
 of the machine hits all columns alike. torch.set_num_threads matches the onnxruntime intra-op
 threads, and onnxruntime's spinning is off while torch shares the process.
 
+The "mid" target is the benchmark's historical one (ResNet-18: layer3.1.relu2, the output of
+the 6th of 8 residual blocks; MobileNetV2: blocks.10.project, 11th of 17 blocks); --middle adds
+the true middle of the network (ResNet-18: layer2.1.relu2, after 4 of 8 blocks; MobileNetV2:
+blocks.8.add, after 9 of 17), also a channel mean.
+
     python benchmarks/bench_gradients.py [--rounds 30] [--threads 2] [--models resnet18,...]
         [--profile DIR]   # also write onnxruntime profiles of the gradient models to DIR
+        [--middle]        # also the true-middle channel target
+        [--compare]       # only: the logit gradient with each faster rule form switched off
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str | None]] = {
     "mobilenet_v2": (lambda: mobilenet_v2(224), "blocks.10.project"),
     "pplcnet": (load_pplcnet, None),
 }
+# the true middle of each network (--middle); None: the mid target is already the middle
+MIDDLE: dict[str, str | None] = {"resnet18": "layer2.1.relu2", "mobilenet_v2": "blocks.8.add",
+                                 "pplcnet": None}
 
 
 # ---------------------------------------------------------------- torch, optional
@@ -167,13 +177,15 @@ def seeds_for(shape, mid: bool) -> np.ndarray:
 
 
 def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
-                numeric: bool = True) -> dict:
+                numeric: bool = True, middle: bool = False) -> dict:
     build, mid = MODELS[name]
     model = build()
     input_name = model.graph.input[0].name
     shape = (1, 3, 224, 224)
     logit = softmax_input(model)
     targets = {"logit": logit, "mid": mid or _middle_tensor(model, input_name, shape)}
+    if middle and MIDDLE.get(name):
+        targets["middle"] = MIDDLE[name]
     try:
         import torch  # noqa: F401
 
@@ -192,7 +204,7 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
         gm = gradient_model(model, target, shape)
         build_s[kind] = time.perf_counter() - t0
         sess = make_session(gm.proto, threads=threads, spinning=spinning)
-        seed = seeds_for(gm.target_shapes[0], kind == "mid")
+        seed = seeds_for(gm.target_shapes[0], kind != "logit")
         feeds = {gm.input_name: x, gm.seed_names[0]: seed}
         runs[f"autodiff {kind}"] = lambda s=sess, f=feeds: s.run(None, f)
         grads[f"autodiff {kind}"] = sess.run(None, feeds)[-1]
@@ -226,32 +238,54 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
             "cosine_autodiff_torch": agreement}
 
 
-def compare_flip(name: str, rounds: int, threads: int) -> dict:
-    """Stride-1 conv backward as a flipped-kernel Conv vs as ConvTranspose: both gradient models
-    (logit target) timed in interleaved rounds."""
-    from onnxviz.grad import spatial_rules
+# the faster rule forms (module, switch) that --compare turns off one at a time
+SWITCHES = [("spatial_rules", "FLIP_STRIDE1"), ("spatial_rules", "SUBPIXEL_FEW_CHANNELS"),
+            ("spatial_rules", "ZERO_INSERT_DEPTHWISE"), ("spatial_rules", "SEPARABLE_MAX_POOL"),
+            ("rules", "ACTIVATION_BEHIND_MAX_POOL"), ("spatial_rules", "BLOCKED_CONV_TRANSPOSE")]
 
-    build = MODELS[name][0]
-    model = build()
+
+def compare_switches(name: str, rounds: int, threads: int,
+                     switches: list[tuple[str, str]]) -> dict[str, float]:
+    """The logit gradient with every rule form on, with each of `switches` off alone, and with
+    all of them off but the first (with the full list: the rules before the other forms were
+    added), timed in interleaved rounds with the ORT forward (ms; only the switches that change
+    this model's gradient graph)."""
+    import importlib
+
+    model = MODELS[name][0]()
+    input_name = model.graph.input[0].name
     shape = (1, 3, 224, 224)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    sessions = {}
-    for flip in (True, False):
-        spatial_rules.FLIP_STRIDE1 = flip
+    fwd = make_session(model, threads=threads, spinning=False)
+    runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
+                                                                            {input_name: x})}
+    modules = {m: importlib.import_module(f"onnxviz.grad.{m}") for m, _ in switches}
+    variants = {"all on": []} | {f"{flag} off": [(m, flag)] for m, flag in switches}
+    if len(switches) > 1:
+        variants[f"all off but {switches[0][1]}"] = list(switches[1:])
+    graphs = {}
+    for label, off in variants.items():
+        for module, flag in off:
+            setattr(modules[module], flag, False)
         try:
             gm = gradient_model(model, softmax_input(model), shape)
         finally:
-            spatial_rules.FLIP_STRIDE1 = True
-        seed = seeds_for(gm.target_shapes[0], False)
-        sessions["flipped Conv" if flip else "ConvTranspose"] = (
-            make_session(gm.proto, threads=threads), {gm.input_name: x, gm.seed_names[0]: seed})
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+            for module, flag in off:
+                setattr(modules[module], flag, True)
+        key = gm.proto.graph.SerializeToString()
+        if key in graphs:  # the switch does not apply to this model
+            continue
+        graphs[key] = label
+        sess = make_session(gm.proto, threads=threads, spinning=False)
+        feeds = {gm.input_name: x, gm.seed_names[0]: seeds_for(gm.target_shapes[0], False)}
+        runs[label] = lambda s=sess, f=feeds: s.run(None, f)
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(3):
-        for sess, feeds in sessions.values():
-            sess.run(None, feeds)
+        for fn in runs.values():
+            fn()
     for _ in range(rounds):
-        for key, (sess, feeds) in sessions.items():
-            times[key].append(_time(lambda s=sess, f=feeds: s.run(None, f)))
+        for key, fn in runs.items():
+            times[key].append(_time(fn))
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
@@ -324,20 +358,28 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-numeric", action="store_true")
+    parser.add_argument("--middle", action="store_true",
+                        help="also the true-middle channel target (see the module docstring)")
+    parser.add_argument("--compare", action="store_true",
+                        help="only time the logit gradient with each faster rule form off")
     parser.add_argument("--compare-flip", action="store_true",
                         help="only time stride-1 conv backward as flipped Conv vs ConvTranspose")
     args = parser.parse_args()
-    if args.compare_flip:
+    if args.compare or args.compare_flip:
+        switches = SWITCHES if args.compare else SWITCHES[:1]
         for name in args.models.split(","):
-            ms = compare_flip(name, args.rounds, args.threads)
-            flip, convt = ms["flipped Conv"], ms["ConvTranspose"]
-            print(f"{name}: gradient (logit) with stride-1 backward as flipped Conv {flip:.1f} ms,"
-                  f" as ConvTranspose {convt:.1f} ms ({(convt / flip - 1) * 100:+.1f}%)")
+            ms = compare_switches(name, args.rounds, args.threads, switches)
+            base, on = ms.pop("ORT forward"), ms["all on"]
+            print(f"\n{name}: logit gradient, {args.threads} threads, median of {args.rounds} "
+                  f"rounds (ORT forward {base:.1f} ms)")
+            for label, value in ms.items():
+                print(f"  {label:34s} {value:7.1f} ms  {value / base:5.2f}x forward  "
+                      f"{(value / on - 1) * 100:+6.1f}% vs all on")
         return
     results = []
     for name in args.models.split(","):
         res = bench_model(name, args.rounds, args.threads, args.profile,
-                          numeric=not args.skip_numeric)
+                          numeric=not args.skip_numeric, middle=args.middle)
         results.append(res)
         cols = [k for k in res["ms"] if k != "ORT forward"]
         print(f"\n{name} (1x3x224x224, {args.threads} threads, median of {args.rounds} rounds)")
@@ -347,12 +389,12 @@ def main() -> None:
             print(f"  {k:18s} {res['ms'][k]:8.1f} ms  {res['ratio'][k]:5.2f}x forward")
         if res["cosine_autodiff_torch"]:
             print(f"  cosine(autodiff, torch) {res['cosine_autodiff_torch']}")
-    print("\n| model | ORT forward | " + " | ".join(
-        k for k in results[0]["ms"] if k != "ORT forward") + " |")
-    print("|---" * (len(results[0]["ms"]) + 1) + "|")
+    columns = list(dict.fromkeys(k for res in results for k in res["ms"] if k != "ORT forward"))
+    print("\n| model | ORT forward | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
     for res in results:
         cells = [f"{res['ms']['ORT forward']:.1f} ms"] + [
-            f"{res['ratio'][k]:.2f}x" for k in res["ms"] if k != "ORT forward"]
+            f"{res['ratio'][k]:.2f}x" if k in res["ratio"] else "-" for k in columns]
         print(f"| {res['model']} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -18,6 +18,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxviz.grad.autodiff import gradient_model
+from onnxviz.grad.spatial_rules import max_pool_scatters_overlaps, separable_max_pool
 from onnxviz.runtime import make_session
 
 RNG = np.random.default_rng(1234)
@@ -117,6 +118,24 @@ CONV_CASES = {
     "2d_depthwise_stride1": ((1, 3, 6, 6), (3, 1, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),
     "1d_stride2": ((1, 2, 9), (3, 2, 3), dict(strides=[2], pads=[1, 0])),
     "3d": ((1, 2, 3, 4, 4), (2, 2, 2, 3, 3), dict(strides=[1, 2, 1], pads=[0, 1, 1, 1, 0, 1])),
+    # few input channels and equal strides: the sub-pixel Conv + DepthToSpace form
+    "2d_stem_7x7_stride2": ((1, 3, 12, 11), (4, 3, 7, 7), dict(strides=[2, 2], pads=[3] * 4)),
+    "2d_few_channels_dilated_stride2": ((1, 2, 9, 8), (3, 2, 3, 3),
+                                        dict(strides=[2, 2], dilations=[2, 1],
+                                             pads=[1, 2, 2, 1])),
+    "2d_few_channels_stride3": ((1, 1, 10, 11), (2, 1, 5, 4), dict(strides=[3, 3],
+                                                                   pads=[2, 0, 1, 2])),
+    # strided depthwise: the zero-insertion form
+    "2d_depthwise_multiplier_stride2": ((1, 2, 7, 7), (4, 1, 3, 3),
+                                        dict(group=2, strides=[2, 2], pads=[1, 1, 1, 1])),
+    "2d_depthwise_stride3_dilated": ((1, 3, 10, 9), (3, 1, 3, 2),
+                                     dict(group=3, strides=[3, 2], dilations=[1, 2],
+                                          pads=[2, 0, 0, 1])),
+    "2d_depthwise_pads_beyond_kernel": ((1, 2, 6, 6), (2, 1, 3, 3),
+                                        dict(group=2, strides=[2, 2], pads=[3, 0, 0, 3])),
+    "1d_depthwise_stride2": ((1, 3, 9), (3, 1, 3), dict(group=3, strides=[2], pads=[1, 1])),
+    "3d_depthwise_stride2": ((1, 2, 3, 5, 5), (2, 1, 2, 3, 3),
+                             dict(group=2, strides=[1, 2, 2], pads=[0, 1, 0, 1, 1, 1])),
 }
 
 
@@ -127,15 +146,61 @@ def test_conv(case):
     check_rule(node("Conv", ["x", "w", "b"], **attrs), x_shape, consts)
 
 
-def test_stride1_conv_uses_flipped_conv_and_stride2_conv_transpose():
-    consts = {"w": _w(3, 2, 3, 3)}
-    gm = check_rule(node("Conv", ["x", "w"], pads=[1, 1, 1, 1]), (1, 2, 5, 5), consts)
-    backward = [n.op_type for n in gm.proto.graph.node][1:]
-    assert "ConvTranspose" not in backward and "Conv" in backward
+def _backward_ops(gm) -> list[str]:
+    return [n.op_type for n in gm.proto.graph.node if n.name.startswith("grad/")]
+
+
+def test_conv_adjoint_forms():
+    """Stride 1: a flipped-kernel Conv. Stride 2 on few input channels: the sub-pixel Conv.
+    Strided depthwise: a Conv of the zero-inserted gradient. Otherwise ConvTranspose, with
+    explicit pads (never output_shape)."""
+    gm = check_rule(node("Conv", ["x", "w"], pads=[1, 1, 1, 1]), (1, 2, 5, 5),
+                    {"w": _w(3, 2, 3, 3)})
+    assert "ConvTranspose" not in _backward_ops(gm) and "Conv" in _backward_ops(gm)
     gm = check_rule(node("Conv", ["x", "w"], strides=[2, 2], auto_pad="SAME_UPPER"),
-                    (1, 2, 7, 7), consts)
+                    (1, 2, 7, 7), {"w": _w(3, 2, 3, 3)})
+    assert {"Conv", "DepthToSpace"} <= set(_backward_ops(gm))
+    assert "ConvTranspose" not in _backward_ops(gm)
+    gm = check_rule(node("Conv", ["x", "w"], group=4, strides=[2, 2], pads=[0, 0, 1, 1]),
+                    (1, 4, 7, 6), {"w": _w(4, 1, 3, 3)})
+    assert {"Conv", "Concat", "ConstantOfShape"} <= set(_backward_ops(gm))
+    assert "ConvTranspose" not in _backward_ops(gm)
+    gm = check_rule(node("Conv", ["x", "w"], strides=[2, 2], auto_pad="SAME_UPPER"),
+                    (1, 8, 7, 7), {"w": _w(3, 8, 3, 3, scale=0.2)})
     convt = [n for n in gm.proto.graph.node if n.op_type == "ConvTranspose"]
     assert convt and all(a.name != "output_shape" for a in convt[0].attribute)
+
+
+def test_conv_transpose_output_reblocked():
+    """16+ channels: the ConvTranspose adjoint is followed by an identity depthwise Conv."""
+    gm = check_rule(node("Conv", ["x", "w"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    (1, 16, 5, 6), {"w": _w(16, 16, 3, 3, scale=0.1)})
+    ops = _backward_ops(gm)
+    assert ops.index("ConvTranspose") < len(ops) - 1 and ops[ops.index("ConvTranspose") + 1] \
+        == "Conv"
+
+
+@pytest.mark.parametrize("form", ["SUBPIXEL_FEW_CHANNELS", "ZERO_INSERT_DEPTHWISE"])
+def test_strided_conv_forms_match_conv_transpose(form, monkeypatch):
+    """Each faster form gives the ConvTranspose form's gradient (onnxruntime, float32)."""
+    from onnxviz.grad import spatial_rules
+
+    if form == "SUBPIXEL_FEW_CHANNELS":
+        conv = node("Conv", ["x", "w"], strides=[2, 2], pads=[3, 2, 2, 3])
+        x_shape, w = (2, 3, 16, 13), _w(16, 3, 7, 7)
+    else:
+        conv = node("Conv", ["x", "w"], group=16, strides=[2, 2], pads=[0, 0, 1, 1])
+        x_shape, w = (2, 16, 15, 16), _w(16, 1, 3, 3)
+    model = single_node_model(conv, x_shape, {"w": w})
+    x = RNG.standard_normal(x_shape).astype(np.float32)
+    grads = []
+    for enabled in (True, False):
+        monkeypatch.setattr(spatial_rules, form, enabled)
+        gm = gradient_model(model, "y", x_shape)
+        assert ("ConvTranspose" in _backward_ops(gm)) != enabled
+        seed = np.random.default_rng(5).standard_normal(gm.target_shapes[0]).astype(np.float32)
+        grads.append(make_session(gm.proto).run(None, {"x": x, gm.seed_names[0]: seed})[1])
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4)
 
 
 CONV_TRANSPOSE_CASES = {
@@ -177,6 +242,8 @@ POOL_CASES = {
     "max_same_upper": ("MaxPool", (1, 2, 5, 5),
                        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"), 17),
     "max_1d": ("MaxPool", (1, 2, 9), dict(kernel_shape=[3], strides=[2]), 17),
+    "max_disjoint_3x2_uncovered_edges": ("MaxPool", (2, 2, 7, 9),
+                                         dict(kernel_shape=[3, 2], strides=[3, 2]), 13),
     "avg_2x2": ("AveragePool", (1, 2, 6, 6), dict(kernel_shape=[2, 2], strides=[2, 2]), 17),
     "avg_pads_exclude": ("AveragePool", (1, 2, 5, 6),
                          dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1]), 17),
@@ -201,22 +268,29 @@ def test_pool(case):
         len(kernel):])
     gm = check_rule(node(op, **attrs), x_shape, opset=opset, x=spaced(x_shape),
                     engine="ort" if broken else "reference")
-    if op == "MaxPool" and opset < 16:  # declared at opset 16 to scatter-add the overlaps
-        assert any("opset 16" in note for note in gm.notes)
+    if op == "MaxPool":
+        pool = next(n for n in gm.proto.graph.node if n.op_type == "MaxPool"
+                    and not n.name.startswith("grad/"))
+        y_shape = gm.target_shapes[0]
+        # declared at opset 16 only to scatter-add overlapping windows
+        upgraded = any("opset 16" in note for note in gm.notes)
+        assert upgraded == (opset < 16 and max_pool_scatters_overlaps(pool, x_shape, y_shape))
+        assert (len(pool.output) > 1) != separable_max_pool(pool, x_shape, y_shape)
 
 
 def test_max_pool_overlap_below_opset16_without_upgrade():
     """An Unsqueeze-11 (axes attribute) forbids declaring the graph at opset 16: the MaxPool
     rule then scatters phase by phase (windows within a phase never overlap)."""
-    pool = node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    pool = node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2])
     model = single_node_model(pool, (1, 2, 7, 7), opset=11)
     model.graph.node.append(node("Unsqueeze", ["p"], ["y"], axes=[0]))
     model.graph.output[0].name = "y"
     gm = gradient_model(model, "y", (1, 2, 7, 7))
     assert not gm.notes
     assert not any(a.name == "reduction" for n in gm.proto.graph.node for a in n.attribute)
+    assert any(n.op_type == "ScatterElements" for n in gm.proto.graph.node)
     x = spaced((1, 2, 7, 7))
-    seed = RNG.standard_normal((1, 1, 2, 4, 4))
+    seed = RNG.standard_normal((1, 1, 2, 3, 3))
     grad = ReferenceEvaluator(to_float64(gm.proto)).run(None, {"x": x, gm.seed_names[0]: seed})[1]
     fwd = ReferenceEvaluator(to_float64(model))
     fd = full_finite_difference(lambda z: float(np.sum(fwd.run(None, {"x": z})[0] * seed)), x)
@@ -224,6 +298,124 @@ def test_max_pool_overlap_below_opset16_without_upgrade():
     g32 = make_session(gm.proto).run(None, {"x": x.astype(np.float32),
                                             gm.seed_names[0]: seed.astype(np.float32)})[1]
     np.testing.assert_allclose(g32, grad, rtol=1e-5, atol=1e-5)
+
+
+def _separable_max_pool_reference(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The documented choice of the 3x3 stride-2 pad-1 MaxPool rule, window by window: the
+    column whose max equals the window's, then in it the row, each preferring the center,
+    then the first, then the last tap."""
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + 3, w + 3), -np.inf)
+    padded[:, :, 1:h + 1, 1:w + 1] = x
+    dx = np.zeros_like(padded)
+    order = (1, 0, 2)
+    for b, ch, i, j in np.ndindex(*g.shape):
+        window = padded[b, ch, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+        top = window.max()
+        col = next(t for t in order if window[:, t].max() == top)
+        row = next(t for t in order if window[t, col] == top)
+        dx[b, ch, 2 * i + row, 2 * j + col] += g[b, ch, i, j]
+    return dx[:, :, 1:h + 1, 1:w + 1]
+
+
+@pytest.mark.parametrize("x_shape", [(2, 3, 9, 6), (1, 2, 8, 11)])
+def test_max_pool_3x3_stride2_ties_counted_once(x_shape):
+    """Integer-valued inputs (ReLU-like: many zeros, many positive ties): every window sends
+    its gradient to exactly one of its maxima (the reference's), in float64 and in
+    onnxruntime."""
+    pool = node("MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    model = single_node_model(pool, x_shape)
+    gm = gradient_model(model, "y", x_shape)
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.integers(-3, 4, x_shape), 0).astype(np.float64)
+    seed = rng.standard_normal(gm.target_shapes[0])
+    expected = _separable_max_pool_reference(x, seed)
+    _, grad = ReferenceEvaluator(to_float64(gm.proto)).run(None, {"x": x,
+                                                                  gm.seed_names[0]: seed})
+    np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-12)
+    _, g32 = make_session(gm.proto).run(None, {"x": x.astype(np.float32),
+                                               gm.seed_names[0]: seed.astype(np.float32)})
+    np.testing.assert_allclose(g32, expected, rtol=1e-5, atol=1e-5)
+    assert np.isclose(grad.sum(), seed.sum())  # no window counted twice or dropped
+    assert np.count_nonzero(x == 0) > x.size // 3  # the input had zeros and ties to break
+
+
+@pytest.mark.parametrize("kernel", [[2, 2], [3, 2]])
+def test_max_pool_disjoint_windows_match_indices_under_ties(kernel, monkeypatch):
+    """Windows that tile the input: the separable form picks the same maximum as
+    onnxruntime's Indices (the first in row-major order), ties included."""
+    from onnxviz.grad import spatial_rules
+
+    x_shape = (2, 3, 8, 9)
+    pool = node("MaxPool", kernel_shape=kernel, strides=kernel)
+    model = single_node_model(pool, x_shape)
+    rng = np.random.default_rng(12)
+    x = np.maximum(rng.integers(-2, 3, x_shape), 0).astype(np.float32)
+    grads = []
+    for separable in (True, False):
+        monkeypatch.setattr(spatial_rules, "SEPARABLE_MAX_POOL", separable)
+        gm = gradient_model(model, "y", x_shape)
+        assert ("ScatterElements" in _backward_ops(gm)) != separable
+        seed = np.random.default_rng(5).standard_normal(gm.target_shapes[0]).astype(np.float32)
+        grads.append(make_session(gm.proto).run(None, {"x": x, gm.seed_names[0]: seed})[1])
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert np.count_nonzero(grads[0]) == seed.size  # one position per window
+
+
+ACTIVATION_POOLS = {
+    "3x3_stride2_pad1": dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    "2x2_stride2": dict(kernel_shape=[2, 2], strides=[2, 2]),
+    "3x3_stride1_indices": dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("pool", ACTIVATION_POOLS)
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+def test_activation_mask_moves_behind_max_pool(act, pool):
+    """Relu/Clip -> MaxPool: the activation's mask is applied to the pooled gradient (its
+    values at the window maxima), exactly as differentiating the two nodes one by one."""
+    x_shape = (1, 2, 7, 8)
+    consts = {"lo": np.array(-0.51, np.float32), "hi": np.array(0.97, np.float32)}  # off-grid
+    nodes = [node(act, ["x", "lo", "hi"] if act == "Clip" else ["x"], ["a"]),
+             node("MaxPool", ["a"], ["y"], **ACTIVATION_POOLS[pool])]
+    model = single_node_model(nodes[0], x_shape, consts)
+    model.graph.node.append(nodes[1])
+    model.graph.output[0].name = "y"
+    gm = gradient_model(model, "y", x_shape)
+    steps = [n for n in gm.proto.graph.node if n.op_type == "HardSigmoid"]
+    assert steps and all(n.input[0] == "y" for n in steps)  # masks read the pooled output
+    x = spaced(x_shape) * 0.4  # distinct values on both sides of both bounds
+    seed = np.random.default_rng(2).standard_normal(gm.target_shapes[0])
+    fwd = ReferenceEvaluator(to_float64(model))
+    fd = full_finite_difference(lambda z: float(np.sum(fwd.run(None, {"x": z})[0] * seed)), x)
+    assert 0 < np.count_nonzero(fd) < x.size // 2
+    g32 = make_session(gm.proto).run(None, {"x": x.astype(np.float32),
+                                            gm.seed_names[0]: seed.astype(np.float32)})[1]
+    np.testing.assert_allclose(g32, fd, rtol=1e-5, atol=1e-5)
+    if not any(n.op_type == "ScatterElements" for n in gm.proto.graph.node):
+        # (onnx's reference MaxPool misplaces padded Indices: that form is checked in float32)
+        ref = ReferenceEvaluator(to_float64(gm.proto))
+        grad = ref.run(None, {"x": x, gm.seed_names[0]: seed})[1]
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_activation_read_elsewhere_keeps_its_mask():
+    nodes = [node("Relu", ["x"], ["a"]), node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2],
+                                              strides=[2, 2]),
+             helper.make_node("ReduceSum", ["a"], ["s"], keepdims=0),
+             helper.make_node("ReduceSum", ["p"], ["t"], keepdims=0),
+             node("Add", ["s", "t"], ["y"])]
+    model = single_node_model(nodes[0], (1, 2, 4, 4))
+    model.graph.node.extend(nodes[1:])
+    model.graph.output[0].name = "y"
+    gm = gradient_model(model, "y", (1, 2, 4, 4))
+    assert any(n.op_type == "HardSigmoid" and n.input[0] == "a" for n in gm.proto.graph.node)
+    x = spaced((1, 2, 4, 4))
+    grad = make_session(gm.proto).run(None, {"x": x.astype(np.float32),
+                                             gm.seed_names[0]: np.ones((), np.float32)})[1]
+    pooled = x.reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5))
+    winners = (x == np.repeat(np.repeat(pooled, 2, axis=2), 2, axis=3)) & (x > 0)
+    np.testing.assert_allclose(grad, (x > 0).astype(float) + winners, atol=1e-6)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])

@@ -15,10 +15,11 @@ Before differentiating, `prepare.py` pins the input shape and folds shape arithm
 keeps the model's opset (at least 11; older models go through onnx's version converter) and
 every rule emits ops valid there (ReduceSum/Squeeze/Split axes as attribute or input, ...). The
 one op with no equivalent below 16 is ScatterElements with reduction=add, which the MaxPool rule
-needs for overlapping windows: the model is then declared at opset 16 when no op on its graph
-changes meaning between the two opsets (`prepare.upgrade_opset`, with a note), else the rule
-scatters phase by phase with windows that cannot overlap. Node order: backward nodes that read
-only forward tensors are placed right after the forward node they read (`_schedule`).
+needs for overlapping windows (except in its separable 3x3 stride-2 form): the model is then
+declared at opset 16 when no op on its graph changes meaning between the two opsets
+(`prepare.upgrade_opset`, with a note), else the rule scatters phase by phase with windows that
+cannot overlap. Node order: backward nodes that read only forward tensors are placed right after
+the forward node they read (`_schedule`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..graph import Graph
 from .builder import Builder, attr
 from .prepare import Prepared, prepare, upgrade_opset
 from .rules import INTEGER_PASS_THROUGH, NON_DIFFERENTIABLE_OPS, NON_DIFFERENTIABLE_OUTPUTS, RULES
+from .spatial_rules import max_pool_scatters_overlaps
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
           onnx.TensorProto.BFLOAT16}
@@ -84,6 +86,7 @@ def gradient_model(model, targets: str | Sequence[str], input_shape: Sequence[in
     taken |= {o for n in g.nodes for o in n.output} | set(g.names)
     b = Builder(g, prep.shapes, prep.dtypes, prep.opset, plan.live, taken)
     b.dequantized_units = _paired_quantize_outputs(g, plan)
+    b.targets = set(plan.targets)
 
     seeds = [_unique(f"{t}__seed", b) for t in plan.targets]
     grads: dict[str, list[str]] = defaultdict(list)
@@ -93,7 +96,10 @@ def gradient_model(model, targets: str | Sequence[str], input_shape: Sequence[in
         node = g.nodes[i]
         b.node_index, b.node_name = i, g.names[i]
         out_grads = [b.sum(grads.pop(o)) if o in grads else None for o in node.output]
-        in_grads = RULES[node.op_type](b, node, out_grads)
+        if i in b.passed_through:
+            in_grads = [out_grads[0]] + [None] * (len(node.input) - 1)
+        else:
+            in_grads = RULES[node.op_type](b, node, out_grads)
         for k, (inp, gi) in enumerate(zip(node.input, in_grads, strict=True)):
             if not inp or inp not in plan.live:
                 continue
@@ -183,7 +189,7 @@ def _plan(model, targets, input_shape, input_name) -> _Plan:
             path.append(i)
             live.update(x for x in node.input if x in reach)
     path.reverse()
-    if prep.opset < 16 and any(_overlapping_max_pool(g.nodes[i]) for i in path):
+    if prep.opset < 16 and any(_overlapping_max_pool(g.nodes[i], prep.shapes) for i in path):
         upgrade_opset(prep, 16)  # else the MaxPool rule emits an equivalent for opset < 16
     missing = [(g.nodes[i].op_type, g.names[i]) for i in path
                if g.nodes[i].domain not in ("", "ai.onnx") or g.nodes[i].op_type not in RULES]
@@ -210,9 +216,13 @@ def _check_buildable(plan: _Plan) -> None:
                                    "differentiates float32 (and float16, as a float32 copy)")
 
 
-def _overlapping_max_pool(node: onnx.NodeProto) -> bool:
+def _overlapping_max_pool(node: onnx.NodeProto, shapes: dict) -> bool:
+    """A MaxPool whose rule scatters overlapping windows with reduction=add (opset 16)."""
     if node.op_type != "MaxPool":
         return False
+    x_shape, y_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+    if x_shape is not None and y_shape is not None:
+        return max_pool_scatters_overlaps(node, x_shape, y_shape)
     kernel = attr(node, "kernel_shape", [])
     strides = attr(node, "strides", None) or [1] * len(kernel)
     dilations = attr(node, "dilations", None) or [1] * len(kernel)

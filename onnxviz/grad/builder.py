@@ -50,6 +50,10 @@ class Builder:
         self.taken = set(taken)
         self.dequantized_units: set[str] = set()  # int tensors whose gradient is in float units
         self.extra_outputs: dict[int, dict[int, str]] = {}  # forward node -> {output k: name}
+        self.targets: set[str] = set()
+        # forward nodes whose rule a later-run rule already applied (their gradient passes
+        # through unchanged: see rules.max_pool)
+        self.passed_through: set[int] = set()
         self.node_index = -1  # the forward node whose rule is running
         self.node_name = ""
         self._consts: dict[tuple, str] = {}

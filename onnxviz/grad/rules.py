@@ -63,7 +63,14 @@ def prelu(b: Builder, n: onnx.NodeProto, g: Grads) -> Grads:
 
 def clip(b: Builder, n: onnx.NodeProto, g: Grads) -> Grads:
     """Gradient 1 strictly inside (min, max), read from Y (Relu's convention at the edges)."""
-    y = n.output[0]
+    mask = _clip_mask(b, n, n.output[0])
+    return _first(n, g[0] if mask is None else b.mul(g[0], mask))
+
+
+def _clip_mask(b: Builder, n: onnx.NodeProto, y: str) -> str | None:
+    """[min < y < max] for a tensor y of the Clip node's output values (None: no finite
+    bound). The mask product reads only Y: scheduled right after the forward Clip (Y in cache),
+    so the backward pays one Mul reading one mask."""
     if b.opset >= 11:
         lo = b.constant(n.input[1], "min") if len(n.input) > 1 and n.input[1] else None
         hi = b.constant(n.input[2], "max") if len(n.input) > 2 and n.input[2] else None
@@ -75,11 +82,32 @@ def clip(b: Builder, n: onnx.NodeProto, g: Grads) -> Grads:
     if hi is not None and np.isfinite(hi).all():
         steps.append(b.step(y, float(np.asarray(hi).ravel()[0]), above=False))
     if not steps:
-        return _first(n, g[0])
-    # the mask product reads only Y: scheduled right after the forward Clip (Y in cache), so the
-    # backward pays one Mul reading one mask
-    mask = steps[0] if len(steps) == 1 else b.mul(steps[0], steps[1])
-    return _first(n, b.mul(g[0], mask))
+        return None
+    return steps[0] if len(steps) == 1 else b.mul(steps[0], steps[1])
+
+
+# A switch so that benchmarks/bench_gradients.py --compare can time the MaxPool rule with and
+# without taking over its input activation's mask.
+ACTIVATION_BEHIND_MAX_POOL = True
+
+
+def max_pool(b: Builder, n: onnx.NodeProto, g: Grads) -> Grads:
+    """MaxPool (see `spatial_rules.max_pool`). When its input is the output of a Relu or Clip
+    that nothing else reads, that activation's mask is applied here, to the pooled gradient (4x
+    fewer elements behind a stride-2 pool), and the activation's rule is skipped: each window's
+    gradient goes to one of its maxima x_i == y, where the mask is the same function of x_i as
+    of y, so masking before or after the pool's routing gives the same result exactly."""
+    x, y = n.input[0], n.output[0]
+    i = b.graph.producer.get(x)
+    act = b.graph.nodes[i] if i is not None else None
+    if ACTIVATION_BEHIND_MAX_POOL and act is not None and act.op_type in ("Relu", "Clip") \
+            and act.output[0] == x \
+            and len(b.graph.consumers.get(x, [])) == 1 and x not in b.targets:
+        mask = b.step(y, 0.0) if act.op_type == "Relu" else _clip_mask(b, act, y)
+        if mask is not None:
+            g = [b.mul(g[0], mask)]
+        b.passed_through.add(i)
+    return sp.max_pool(b, n, g)
 
 
 # The rules below build their factors from HardSigmoid, Mul and Add of same-shape tensors only:
@@ -713,7 +741,7 @@ RULES: dict[str, Rule] = {
     "LRN": lrn,
     # dense and sliding windows
     "Gemm": gemm, "MatMul": matmul, "Conv": sp.conv, "ConvTranspose": sp.conv_transpose,
-    "MaxPool": sp.max_pool, "AveragePool": sp.average_pool,
+    "MaxPool": max_pool, "AveragePool": sp.average_pool,
     "GlobalAveragePool": sp.global_average_pool, "GlobalMaxPool": sp.global_max_pool,
     "Resize": sp.resize, "Upsample": sp.resize,
     # quantization
