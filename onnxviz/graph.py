@@ -163,7 +163,10 @@ class Graph:
     def _fold_node(self, i: int, node: onnx.NodeProto, name: str) -> np.ndarray:
         label = _node_label(self.names[i], node)
         if node.op_type == "Constant":
-            return _constant_node_value(node, label)
+            value = constant_node_value(node)
+            if value is None:
+                raise NotConstant(name, f"{label}, a Constant of a kind onnxviz does not read")
+            return value
         if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE:
             raise NotConstant(name, f"{label}, which onnxviz does not fold")
         args = []
@@ -187,7 +190,9 @@ class Graph:
         return self._const[name]
 
 
-def _constant_node_value(node: onnx.NodeProto, label: str) -> np.ndarray:
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value of a Constant node, or None for kinds onnxviz does not read (strings,
+    sparse tensors)."""
     for a in node.attribute:
         if a.name == "value":
             return numpy_helper.to_array(a.t)
@@ -199,7 +204,7 @@ def _constant_node_value(node: onnx.NodeProto, label: str) -> np.ndarray:
             return np.array(a.i, np.int64)
         if a.name == "value_ints":
             return np.array(list(a.ints), np.int64)
-    raise NotConstant(node.output[0], f"{label}, a Constant of a kind onnxviz does not read")
+    return None
 
 
 def _check_size(node: onnx.NodeProto, args: list, label: str) -> None:

@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import OnnxvizError, UnsupportedError
-from ..graph import FOLDABLE, Graph, evaluate_node, synthesize_node_names
+from ..graph import FOLDABLE, Graph, constant_node_value, evaluate_node, synthesize_node_names
 from .builder import attr
 
 MIN_OPSET = 11
@@ -179,28 +179,13 @@ def _constants_to_initializers(m: onnx.ModelProto) -> None:
     keep = []
     for node in g.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0]:
-            value = _constant_value(node)
+            value = constant_node_value(node)
             if value is not None:
                 g.initializer.append(numpy_helper.from_array(value, node.output[0]))
                 continue
         keep.append(node)
     del g.node[:]
     g.node.extend(keep)
-
-
-def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for a in node.attribute:
-        if a.name == "value":
-            return numpy_helper.to_array(a.t)
-        if a.name == "value_float":
-            return np.array(a.f, np.float32)
-        if a.name == "value_floats":
-            return np.array(list(a.floats), np.float32)
-        if a.name == "value_int":
-            return np.array(a.i, np.int64)
-        if a.name == "value_ints":
-            return np.array(list(a.ints), np.int64)
-    return None
 
 
 # Ops whose schema changes between opset 11 and 18 only add types or attributes whose default
