@@ -29,6 +29,7 @@ from .images import (
     load_pixels,
     main_input,
     resize_pixels,
+    source_box,
     target_size,
     to_channels,
     to_model_input,
@@ -216,21 +217,6 @@ def list_files(root: Path) -> list[Path]:
                      if not f.startswith("."))
     found.sort(key=lambda item: item[0])
     return [Path(path) for _, path in found]
-
-
-def source_box(image_hw: tuple[int, int], size: tuple[int, int], mode: str
-               ) -> tuple[float, float, float, float]:
-    """The region (left, top, right, bottom) of the original image that `images.resize_pixels`
-    maps onto the model input of `size` (the same geometry: cover and center-crop unless
-    stretching)."""
-    h_img, w_img = image_hw
-    h, w = size
-    if mode == "stretch":
-        return 0.0, 0.0, float(w_img), float(h_img)
-    factor = max(h / h_img, w / w_img)
-    ch, cw = h / factor, w / factor
-    top, left = max(0.0, (h_img - ch) / 2), max(0.0, (w_img - cw) / 2)
-    return left, top, min(float(w_img), left + cw), min(float(h_img), top + ch)
 
 
 def to_original(input_box: tuple[int, int, int, int], size: tuple[int, int],

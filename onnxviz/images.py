@@ -329,18 +329,28 @@ def model_input_size(contract: InputContract, pre: Preprocess) -> tuple[int, int
     return fh or h, fw or w
 
 
+def source_box(image_hw: tuple[int, int], size: tuple[int, int], mode: str
+               ) -> tuple[float, float, float, float]:
+    """The region (left, top, right, bottom) of an image of `image_hw` that `resize_pixels`
+    maps onto `size`: the whole image when stretching, else the centered crop that covers
+    `size` with the aspect ratio kept."""
+    h_img, w_img = image_hw
+    h, w = size
+    if mode == "stretch":
+        return 0.0, 0.0, float(w_img), float(h_img)
+    factor = max(h / h_img, w / w_img)
+    ch, cw = h / factor, w / factor
+    top, left = max(0.0, (h_img - ch) / 2), max(0.0, (w_img - cw) / 2)
+    return left, top, min(float(w_img), left + cw), min(float(h_img), top + ch)
+
+
 def resize_pixels(pixels: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     """Resize (H, W, C) float pixels to `size`; center-crop and shorter-side keep the aspect
     ratio by cropping the center (shorter-side differs only for dynamic dims, see target_size).
     Bilinear, antialiased when shrinking (Pillow), per channel in float precision."""
     h_img, w_img = pixels.shape[:2]
     h, w = size
-    box = (0.0, 0.0, float(w_img), float(h_img))
-    if mode != "stretch":
-        factor = max(h / h_img, w / w_img)
-        ch, cw = h / factor, w / factor
-        top, left = max(0.0, (h_img - ch) / 2), max(0.0, (w_img - cw) / 2)
-        box = (left, top, min(float(w_img), left + cw), min(float(h_img), top + ch))
+    box = source_box((h_img, w_img), size, mode)
     if (h, w) == (h_img, w_img) and box == (0.0, 0.0, float(w_img), float(h_img)):
         return pixels.astype(np.float32, copy=False)
     out = np.empty((h, w, pixels.shape[2]), np.float32)
