@@ -6,8 +6,8 @@ Lucid's standard set (``optvis.transform.standard_transforms``): pad 12 with gra
 (`Pad`, `Jitter`, `Scale`, `Rotate`); `sample` draws one realization and composes all of its
 steps, plus a final bilinear resize to the model's input size, into ONE affine warp with
 bilinear interpolation. Its indices and weights are computed once per draw and reused by both
-`Sampled.apply` (one gather) and `Sampled.adjoint` (one scatter-add), so a step costs a few
-passes over the image whatever the chain.
+`Sampled.apply` and `Sampled.adjoint` (see `Warp`), so a step costs a few passes over the image
+whatever the chain.
 
 Conventions: continuous coordinates put pixel k on [k, k + 1) (pixel centers at k + 0.5, the
 "half-pixel" rule); scale keeps Lucid's truncated size ``int(s * size)``; rotation is about the
@@ -100,106 +100,161 @@ def transforms_by_name(name: str) -> Chain:
 class Warp:
     """Bilinear sampling of an (h, w) plane at an affine image of an (ho, wo) grid.
 
-    The plane is read from a padded copy, (h + 3, w + 3) with the image at offset (1, 1) and
-    ``fill`` everywhere else, so that every sample, even far outside, has four valid neighbours
-    and no masks are needed: ``base`` (ho * wo,) is the flat padded index of each output
-    pixel's top-left neighbour, the others are ``base + 1``, ``base + w + 3``, ``base + w + 4``,
-    and ``weight`` (4, ho * wo) holds their bilinear weights (float64; cast once per dtype)."""
+    Planes are read from a padded, extended copy of length ``size``: (h + 3) x (w + 3) with
+    the image at offset (1, 1), then w + 5 more values; everything but the image is ``fill``.
+    ``base`` (ho * wo,) is the flat index of each sample's top-left neighbour, the others are
+    ``base + 1``, ``base + w + 3`` and ``base + w + 4``; ``frac`` (2, ho * wo) holds the
+    sample's fractional offsets (dy, dx) from it (float32). Samples that touch no image pixel
+    all point at the "outside" cell, index (h + 3) * (w + 3), with offsets 0: every sample has
+    four valid neighbours and no masks are needed.
+
+    When no two samples that can reach the image share a top-left neighbour (the usual case:
+    the standard transforms shrink a little), each cell's four bilinear weights are laid out as
+    dense planes once per warp; `apply` is then four dense multiply-adds and ONE gather per
+    plane, and `adjoint` one scatter with distinct indices and four dense multiply-adds, its
+    exact transpose. Otherwise (enlarging warps) `apply` gathers all four neighbours and
+    `adjoint` accumulates repeats with ``np.bincount``."""
 
     in_hw: tuple[int, int]
     out_hw: tuple[int, int]
     base: np.ndarray
-    weight: np.ndarray
+    frac: np.ndarray
     fill: float
     identity: bool
-    _typed: dict = field(default_factory=dict, repr=False)
-    _index: np.ndarray | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
-    def _padded_hw(self) -> tuple[int, int]:
-        return self.in_hw[0] + 3, self.in_hw[1] + 3
+    def size(self) -> int:
+        """Length of the padded, extended planes."""
+        h3, w3 = self.in_hw[0] + 3, self.in_hw[1] + 3
+        return h3 * w3 + w3 + 2
 
-    def _offsets(self) -> tuple[int, int, int, int]:
-        w3 = self._padded_hw[1]
+    @property
+    def offsets(self) -> tuple[int, int, int, int]:
+        """Flat offsets of the four neighbours from the top-left one."""
+        w3 = self.in_hw[1] + 3
         return 0, 1, w3, w3 + 1
 
-    def _weights(self, dtype: np.dtype) -> np.ndarray:
-        key = np.dtype(dtype)
-        if key not in self._typed:
-            self._typed[key] = self.weight.astype(key)
-        return self._typed[key]
+    @property
+    def weight(self) -> np.ndarray:
+        """(4, ho * wo) float64 bilinear weights of the four neighbours, in `offsets` order."""
+        if "weight" not in self._cache:
+            fy, fx = self.frac.astype(np.float64)
+            gy, gx = 1.0 - fy, 1.0 - fx
+            self._cache["weight"] = np.stack([gy * gx, gy * fx, fy * gx, fy * fx])
+        return self._cache["weight"]
 
-    def _scatter_index(self) -> np.ndarray:
-        if self._index is None:
-            self._index = np.concatenate([self.base + o for o in self._offsets()])
-        return self._index
+    def _cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _distinct(self) -> bool:
+        """True when no two samples that can reach the image share a top-left neighbour."""
+        def check() -> bool:
+            counts = np.bincount(self.base, minlength=self.size)
+            counts[(self.in_hw[0] + 3) * (self.in_hw[1] + 3)] = 0  # the outside cell
+            return bool(counts.max() <= 1)
+        return self._cached("distinct", check)
+
+    def _planes(self, dtype: np.dtype) -> np.ndarray:
+        """(4, size): the weight each cell gets as a top-left neighbour (distinct case)."""
+        def make() -> np.ndarray:
+            f = np.zeros((2, self.size), dtype)
+            f[0][self.base] = self.frac[0]
+            f[1][self.base] = self.frac[1]
+            g = 1.0 - f
+            out = np.empty((4, self.size), dtype)
+            for k, (wy, wx) in enumerate(((g[0], g[1]), (g[0], f[1]), (f[0], g[1]),
+                                          (f[0], f[1]))):
+                np.multiply(wy, wx, out=out[k])
+            return out
+        return self._cached(("planes", np.dtype(dtype)), make)
+
+    def _interior(self, planes: np.ndarray) -> np.ndarray:
+        """The image part (k, h, w) of extended planes (k, size)."""
+        (h, w), w3 = self.in_hw, self.in_hw[1] + 3
+        return planes[:, : (h + 3) * w3].reshape(-1, h + 3, w3)[:, 1 : h + 1, 1 : w + 1]
 
     def apply(self, planes: np.ndarray) -> np.ndarray:
         """(k, h * w) -> (k, ho * wo): bilinear samples of each of k planes (fill outside)."""
         if self.identity:
             return planes.copy()
-        (h, w), (h3, w3) = self.in_hw, self._padded_hw
         k = planes.shape[0]
-        padded = np.full((k, h3, w3), self.fill, dtype=planes.dtype)
-        padded[:, 1 : h + 1, 1 : w + 1] = planes.reshape(k, h, w)
-        flat = padded.reshape(k, h3 * w3)
-        weight = self._weights(planes.dtype)
-        out = np.take(flat, self.base, axis=1)
-        out *= weight[0]
-        term = np.empty_like(out)
-        for corner, offset in enumerate(self._offsets()[1:], start=1):
-            np.take(flat[:, offset:], self.base, axis=1, out=term)
-            term *= weight[corner]
-            out += term
-        return out
+        ext = np.full((k, self.size), self.fill, dtype=planes.dtype)
+        self._interior(ext)[...] = planes.reshape(k, *self.in_hw)
+        if not self._distinct():
+            index = self._cached("index", lambda: np.concatenate(
+                [self.base + o for o in self.offsets]))
+            corners = np.take(ext, index, axis=1).reshape(k, 4, -1)
+            return np.einsum("ckp,kp->cp", corners, self.weight.astype(planes.dtype))
+        # mix each cell with its neighbours first (dense), then read one value per sample
+        weights, n = self._planes(planes.dtype), self.size - self.offsets[3]
+        mixed = ext[:, :n] * weights[0, :n]
+        term = np.empty_like(mixed)
+        for corner, o in enumerate(self.offsets[1:], start=1):
+            np.multiply(ext[:, o : o + n], weights[corner, :n], out=term)
+            mixed += term
+        return np.take(mixed, self.base, axis=1)
 
     def adjoint(self, grads: np.ndarray) -> np.ndarray:
-        """(k, ho * wo) -> (k, h * w): W^T g on each plane, by scatter-adding weighted values."""
+        """(k, ho * wo) -> (k, h * w): W^T g on each plane (the exact transpose of `apply`)."""
         if self.identity:
             return grads.copy()
-        (h, w), (h3, w3) = self.in_hw, self._padded_hw
-        index = self._scatter_index()
-        out = np.empty((grads.shape[0], h, w), dtype=grads.dtype)
-        values = np.empty(self.weight.shape, dtype=np.float64)  # bincount wants float64
-        for c in range(grads.shape[0]):
-            np.multiply(self.weight, grads[c], out=values)
-            acc = np.bincount(index, values.reshape(-1), minlength=h3 * w3)
-            out[c] = acc.reshape(h3, w3)[1 : h + 1, 1 : w + 1]
-        return out.reshape(grads.shape[0], h * w)
+        k, (h, w) = grads.shape[0], self.in_hw
+        if not self._distinct():
+            out = np.empty((k, h, w), dtype=grads.dtype)
+            index = np.concatenate([self.base + o for o in self.offsets])
+            values = self.weight.reshape(-1)  # bincount works in float64
+            for c in range(k):
+                acc = np.bincount(index, values * np.tile(grads[c], 4), minlength=self.size)
+                out[c] = self._interior(acc[None])[0]
+            return out.reshape(k, h * w)
+        weights, n = self._planes(grads.dtype), self.size - self.offsets[3]
+        spread = np.zeros((k, self.size), grads.dtype)
+        for c in range(k):  # distinct indices: a plain 1-D assignment
+            spread[c][self.base] = grads[c]
+        acc = np.zeros_like(spread)
+        term = np.empty((k, n), grads.dtype)
+        for corner, o in enumerate(self.offsets):
+            np.multiply(spread[:, :n], weights[corner, :n], out=term)
+            acc[:, o : o + n] += term
+        return self._interior(acc).reshape(k, h * w)
 
 
 def affine_warp(
     matrix: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int], fill: float = 0.5
 ) -> Warp:
     """The bilinear warp whose output pixel center u (continuous, (y, x)) samples the input at
-    ``matrix @ (u, 1)`` (a 2x3 or 3x3 affine map in continuous coordinates)."""
+    ``matrix @ (u, 1)`` (a 2x3 or 3x3 affine map in continuous coordinates).
+
+    Sample positions are computed in float32 (a few 1e-5 pixel at most off: the warp is a
+    random augmentation; what matters is that `Warp.adjoint` is the exact transpose of what
+    `Warp.apply` does, and both use the same stored offsets)."""
     h, w = in_hw
     ho, wo = out_hw
     a = np.asarray(matrix, dtype=np.float64)[:2]
     identity = in_hw == out_hw and np.array_equal(a, np.eye(2, 3))
-    ci = (np.arange(ho, dtype=np.float64) + 0.5)[:, None]
-    cj = (np.arange(wo, dtype=np.float64) + 0.5)[None, :]
-    # input index coordinates (pixel centers at integers), clamped to the fill border; few
-    # large temporaries, since fresh large arrays cost page faults on every draw
-    y = a[0, 0] * ci + a[0, 1] * cj + (a[0, 2] - 0.5)
-    x = a[1, 0] * ci + a[1, 1] * cj + (a[1, 2] - 0.5)
-    np.clip(y, -1.0, h, out=y)
-    np.clip(x, -1.0, w, out=x)
+    ci = np.arange(ho, dtype=np.float64) + 0.5
+    cj = np.arange(wo, dtype=np.float64) + 0.5
+    # input index coordinates (pixel centers at integers): a row term plus a column term
+    frac = np.empty((2, ho, wo), np.float32)
+    y = np.add((a[0, 0] * ci + (a[0, 2] - 0.5)).astype(np.float32)[:, None],
+               (a[0, 1] * cj).astype(np.float32)[None, :], out=frac[0])
+    x = np.add((a[1, 0] * ci + (a[1, 2] - 0.5)).astype(np.float32)[:, None],
+               (a[1, 1] * cj).astype(np.float32)[None, :], out=frac[1])
+    inside = (y >= -1.0) & (y <= h) & (x >= -1.0) & (x <= w)  # some image pixel among the 4
     y0 = np.floor(y)
     x0 = np.floor(x)
     y -= y0  # now the fractional parts
     x -= x0
-    y0 += 1.0  # padded coordinates, then the flat padded index (exact in float64)
+    frac *= inside
+    y0 += 1.0  # padded coordinates, then the flat padded index (exact in float32: < 2**24)
     y0 *= w + 3
     y0 += x0
     y0 += 1.0
-    base = y0.astype(np.intp).reshape(-1)
-    weight = np.empty((4, ho * wo), dtype=np.float64)
-    gy = np.subtract(1.0, y, out=y0)
-    gx = np.subtract(1.0, x, out=x0)
-    for k, (wy, wx) in enumerate(((gy, gx), (gy, x), (y, gx), (y, x))):
-        np.multiply(wy, wx, out=weight[k].reshape(ho, wo))
-    return Warp(in_hw, out_hw, base, weight, float(fill), identity)
+    base = np.where(inside, y0, (h + 3) * (w + 3)).astype(np.intp).reshape(-1)
+    return Warp(in_hw, out_hw, base, frac.reshape(2, -1), float(fill), identity)
 
 
 # --- sampling a chain ---------------------------------------------------------------------------
