@@ -34,6 +34,7 @@ blocks.8.add, after 9 of 17), also a channel mean.
         [--no-spinning]   # onnxruntime's intra-op spinning off
         [--compare]       # only: the logit gradient with each faster rule form switched off
 """
+
 from __future__ import annotations
 
 import argparse
