@@ -108,23 +108,19 @@ def plain_run(session, name, tensors, batch: int) -> None:
 
 def plain_stream(session, name, files, contract, pre, batch: int) -> int:
     """Decode and run every file, batching by input size; returns the images run."""
-    groups: dict = {}
-    n = 0
-    for f in files:
-        try:
-            t = _decode(f, contract, pre)
-        except Exception:
-            continue
-        n += 1
-        group = groups.setdefault(t.shape, [])
-        group.append(t)
-        if len(group) == batch:
-            session.run(None, {name: np.concatenate(group)})
-            groups[t.shape] = []
-    for group in groups.values():
-        if group:
-            session.run(None, {name: np.concatenate(group)})
-    return n
+    decoded = []
+
+    def tensors():
+        for f in files:
+            try:
+                t = _decode(f, contract, pre)
+            except Exception:
+                continue
+            decoded.append(1)
+            yield t
+
+    plain_run(session, name, tensors(), batch)
+    return len(decoded)
 
 
 def bench(label: str, model_path, folder: Path, layer: str, repeat: int, size=None,
