@@ -34,13 +34,7 @@ def _model() -> onnx.ModelProto:
 
 def _responses(model: onnx.ModelProto, tensor: str) -> np.ndarray:
     """Output `tensor` for each of the H*H one-hot input images."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
-    del m.graph.output[:]
-    m.graph.output.append(helper.make_tensor_value_info(tensor, 1, None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": np.eye(H * H, dtype=np.float32).reshape(H * H, 1, H, H)})[0]
+    return _impulses(model, tensor, H, H, nhwc=False)
 
 
 def test_boxes_contain_the_support_and_are_tight_inside():
