@@ -144,10 +144,13 @@ def test_every_option_path_runs():
 def test_polish_runs_the_last_steps_without_transforms():
     r, _ = _quiet(model=None, objective="relu3:21", steps=16)
     assert r.options["polish"] == 2  # 1/8 of the steps by default
+    # polishing every step = no transforms at twice the step size
     whole, _ = _quiet(model=None, objective="relu3:21", steps=16, polish=16)
-    none, _ = _quiet(model=None, objective="relu3:21", steps=16, transforms="none")
+    none, _ = _quiet(model=None, objective="relu3:21", steps=16, transforms="none", lr=0.1)
     assert none.options["polish"] == 0
     np.testing.assert_array_equal(whole.images, none.images)
+    slower, _ = _quiet(model=None, objective="relu3:21", steps=16, transforms="none")
+    assert not np.array_equal(whole.images, slower.images)
     lucid, _ = _quiet(model=None, objective="relu3:21", steps=16, polish=0)
     assert not np.array_equal(lucid.images, r.images)
     with pytest.raises(OnnxvizError, match="polish"):
