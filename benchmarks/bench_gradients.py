@@ -16,12 +16,16 @@ benchmarks/synthetic.py at 1x3x224x224, and the real PP-LCNet classifier (rapid_
 How it times. onnxruntime runs as users run it: its default thread spinning, one session at a
 time. Every round gives each method in turn a short pause (so that the previous session's
 spinning threads have gone idle) and then `--reps` calls; the medians are over all calls of all
-rounds, so drift of the machine hits all columns alike. torch runs in a child process (same
-thread count, its default OpenMP settings), never beside onnxruntime: torch's idle OpenMP
-threads keep spinning after each call and slowed the onnxruntime forward sharing the process
-by 15 % (13.1 -> 15.0 ms on ResNet-18), which flattered every ratio; making them passive slows
-torch instead. `--no-spinning` turns onnxruntime's spinning off (every call then wakes its
-threads; small ops pay more, so the gradient graphs, with more nodes, lose more).
+rounds, so drift of the machine hits all columns alike. Each method runs in `--sessions`
+separate sessions (default 3), reported as the median of their medians: one session's speed
+depends on where its buffers land (four sessions of the MobileNetV2 forward in one process
+took 3.7 to 5.7 ms), and with one session per method that luck alone moved a ratio by 30 %.
+torch runs in a child process (same thread count, its default OpenMP settings), never beside
+onnxruntime: torch's idle OpenMP threads keep spinning after each call and slowed the
+onnxruntime forward sharing the process by 15 % (13.1 -> 15.0 ms on ResNet-18), which
+flattered every ratio; making them passive slows torch instead. `--no-spinning` turns
+onnxruntime's spinning off (every call then wakes its threads; small ops pay more, so the
+gradient graphs, with more nodes, lose more).
 
 The "mid" target is the benchmark's historical one (ResNet-18: layer3.1.relu2, the output of
 the 6th of 8 residual blocks; MobileNetV2: blocks.10.project, 11th of 17 blocks); --middle adds
@@ -202,9 +206,31 @@ def timed_rounds(runs: dict[str, Callable[[], object]], rounds: int, reps: int
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
+def session_runs(label: str, proto: onnx.ModelProto, feeds: dict, sessions: int,
+                 threads: int, spinning: bool | None) -> dict[str, Callable[[], object]]:
+    """`sessions` separate onnxruntime sessions of one model, as timed_rounds entries
+    "label#k": the speed of a session varies with where its buffers land (measured on the
+    MobileNetV2 forward: 3.7 to 5.7 ms for four sessions in one process), so each method is
+    timed over several and `by_method` takes the median of their medians."""
+    runs = {}
+    for k in range(sessions):
+        sess = make_session(proto, threads=threads, spinning=spinning)
+        runs[f"{label}#{k}"] = lambda s=sess: s.run(None, feeds)
+    return runs
+
+
+def by_method(med: dict[str, float]) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Per method: the median over its sessions' medians, and their (min, max)."""
+    groups: dict[str, list[float]] = {}
+    for key, value in med.items():
+        groups.setdefault(key.split("#")[0], []).append(value)
+    return ({k: statistics.median(v) for k, v in groups.items()},
+            {k: (min(v), max(v)) for k, v in groups.items()})
+
+
 def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path | None,
-                numeric: bool = True, middle: bool = False, spinning: bool | None = None
-                ) -> dict:
+                numeric: bool = True, middle: bool = False, spinning: bool | None = None,
+                sessions: int = 3) -> dict:
     build, mid = MODELS[name]
     model = build()
     input_name = model.graph.input[0].name
@@ -214,23 +240,21 @@ def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path |
     if middle and MIDDLE.get(name):
         targets["middle"] = MIDDLE[name]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    fwd = make_session(model, threads=threads, spinning=spinning)
-    runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
-                                                                            {input_name: x})}
+    runs = session_runs("ORT forward", model, {input_name: x}, sessions, threads, spinning)
     grads: dict[str, np.ndarray] = {}
     build_s = {}
     for kind, target in targets.items():
         t0 = time.perf_counter()
         gm = gradient_model(model, target, shape)
         build_s[kind] = time.perf_counter() - t0
-        sess = make_session(gm.proto, threads=threads, spinning=spinning)
         feeds = {gm.input_name: x, gm.seed_names[0]: seeds_for(gm.target_shapes[0],
                                                                kind != "logit")}
-        runs[f"autodiff {kind}"] = lambda s=sess, f=feeds: s.run(None, f)
-        grads[f"autodiff {kind}"] = sess.run(None, feeds)[-1]
+        mine = session_runs(f"autodiff {kind}", gm.proto, feeds, sessions, threads, spinning)
+        grads[f"autodiff {kind}"] = next(iter(mine.values()))()[-1]
+        runs |= mine
         if profile is not None:
             _profile(gm.proto, feeds, threads, profile / f"{name}_{kind}")
-    med = timed_rounds(runs, rounds, reps)
+    med, spread = by_method(timed_rounds(runs, rounds, reps))
     child = torch_in_child(name, targets, rounds, reps, threads)
     if child is not None:
         torch_ms, torch_grads = child
@@ -245,7 +269,7 @@ def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path |
         if f"torch {kind}" in grads:
             a, b = grads[f"autodiff {kind}"].ravel(), grads[f"torch {kind}"].ravel()
             agreement[kind] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    return {"model": name, "targets": targets, "ms": med,
+    return {"model": name, "targets": targets, "ms": med, "spread_ms": spread,
             "ratio": {k: v / base for k, v in med.items()}, "build_s": build_s,
             "cosine_autodiff_torch": agreement}
 
@@ -409,6 +433,8 @@ def main() -> None:
     parser.add_argument("--targets", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sessions", type=int, default=3,
+                        help="onnxruntime sessions per method (median of their medians)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -439,15 +465,19 @@ def main() -> None:
     results = []
     for name in args.models.split(","):
         res = bench_model(name, args.rounds, args.reps, args.threads, args.profile,
-                          numeric=not args.skip_numeric, middle=args.middle, spinning=spinning)
+                          numeric=not args.skip_numeric, middle=args.middle, spinning=spinning,
+                          sessions=args.sessions)
         results.append(res)
         cols = [k for k in res["ms"] if k != "ORT forward"]
         print(f"\n{name} (1x3x224x224, {args.threads} threads, {args.rounds} rounds of "
               f"{args.reps} calls, onnxruntime spinning {'off' if args.no_spinning else 'on'})")
         print(f"  targets: {res['targets']}; build {res['build_s']}")
-        print(f"  ORT forward {res['ms']['ORT forward']:.1f} ms")
+        lo, hi = res["spread_ms"]["ORT forward"]
+        print(f"  ORT forward {res['ms']['ORT forward']:.1f} ms (sessions {lo:.1f}-{hi:.1f})")
         for k in cols:
-            print(f"  {k:18s} {res['ms'][k]:8.1f} ms  {res['ratio'][k]:5.2f}x forward")
+            spread = res["spread_ms"].get(k)
+            print(f"  {k:18s} {res['ms'][k]:8.1f} ms  {res['ratio'][k]:5.2f}x forward"
+                  + (f"  (sessions {spread[0]:.1f}-{spread[1]:.1f} ms)" if spread else ""))
         if res["cosine_autodiff_torch"]:
             print(f"  cosine(autodiff, torch) {res['cosine_autodiff_torch']}")
     columns = list(dict.fromkeys(k for res in results for k in res["ms"] if k != "ORT forward"))
