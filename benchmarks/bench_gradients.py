@@ -33,7 +33,8 @@ the true middle of the network (ResNet-18: layer2.1.relu2, after 4 of 8 blocks; 
 blocks.8.add, after 9 of 17), also a channel mean.
 
     python benchmarks/bench_gradients.py [--rounds 30] [--threads 2] [--models resnet18,...]
-        [--profile DIR]   # also write onnxruntime profiles of the gradient models to DIR
+        [--profile DIR]   # also profile the forward and gradient models (files in DIR) and
+                          # print the conv kernels as a multiple of the forward's kernel time
         [--middle]        # also the true-middle channel target
         [--no-spinning]   # onnxruntime's intra-op spinning off
         [--compare]       # only: the logit gradient with each faster rule form switched off
@@ -241,6 +242,9 @@ def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path |
         targets["middle"] = MIDDLE[name]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     runs = session_runs("ORT forward", model, {input_name: x}, sessions, threads, spinning)
+    if profile is not None:
+        forward_ms = sum(_profile(model, {input_name: x}, threads,
+                                  profile / f"{name}_forward").values())
     grads: dict[str, np.ndarray] = {}
     build_s = {}
     for kind, target in targets.items():
@@ -253,7 +257,10 @@ def bench_model(name: str, rounds: int, reps: int, threads: int, profile: Path |
         grads[f"autodiff {kind}"] = next(iter(mine.values()))()[-1]
         runs |= mine
         if profile is not None:
-            _profile(gm.proto, feeds, threads, profile / f"{name}_{kind}")
+            per_op = _profile(gm.proto, feeds, threads, profile / f"{name}_{kind}")
+            conv = sum(per_op.get(op, 0.0) for op in CONV_OPS)
+            print(f"  {kind}: Conv + ConvTranspose kernels {conv:.2f} ms = "
+                  f"{conv / forward_ms:.2f}x the forward's kernel time")
     med, spread = by_method(timed_rounds(runs, rounds, reps))
     child = torch_in_child(name, targets, rounds, reps, threads)
     if child is not None:
@@ -393,7 +400,8 @@ def _numeric_runner(model, target, shape, x):
     return lambda: fn(x)
 
 
-def _profile(proto: onnx.ModelProto, feeds, threads: int, prefix: Path) -> None:
+def _profile(proto: onnx.ModelProto, feeds, threads: int, prefix: Path) -> dict[str, float]:
+    """Profile 20 runs with onnxruntime's profiler; print and return ms per run by op type."""
     import onnxruntime as ort
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -405,22 +413,26 @@ def _profile(proto: onnx.ModelProto, feeds, threads: int, prefix: Path) -> None:
                                 providers=["CPUExecutionProvider"])
     for _ in range(20):
         sess.run(None, feeds)
-    path = sess.end_profiling()
-    summarize_profile(Path(path))
+    return summarize_profile(Path(sess.end_profiling()), runs=20)
 
 
-def summarize_profile(path: Path, top: int = 15) -> None:
-    """Print the op types that take the most time in an onnxruntime profile."""
+CONV_OPS = ("Conv", "ConvTranspose")
+
+
+def summarize_profile(path: Path, runs: int, top: int = 15) -> dict[str, float]:
+    """Print the op types that take the most time in an onnxruntime profile; return ms per run
+    by op type."""
     events = json.loads(path.read_text())
     per_op: dict[str, float] = {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"].get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + e["dur"]
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / runs / 1e3
     total = sum(per_op.values())
-    print(f"  profile {path.name}: {total / 20 / 1e3:.2f} ms per run in kernels")
-    for op, dur in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"    {op:28s} {dur / total * 100:5.1f}%  {dur / 20 / 1e3:7.2f} ms")
+    print(f"  profile {path.name}: {total:.2f} ms per run in kernels")
+    for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {op:28s} {ms / total * 100:5.1f}%  {ms:7.2f} ms")
+    return per_op
 
 
 def main() -> None:
