@@ -331,8 +331,8 @@ SWITCHES = [("spatial_rules", "FLIP_STRIDE1"), ("spatial_rules", "SUBPIXEL_FEW_C
 
 
 def compare_switches(name: str, rounds: int, reps: int, threads: int,
-                     switches: list[tuple[str, str]], spinning: bool | None = None
-                     ) -> dict[str, float]:
+                     switches: list[tuple[str, str]], spinning: bool | None = None,
+                     sessions: int = 3) -> dict[str, float]:
     """The logit gradient with every rule form on, with each of `switches` off alone, and with
     all of them off but the first (with the full list: the rules before the other forms were
     added), timed in interleaved rounds with the ORT forward (ms; only the switches that change
@@ -343,9 +343,7 @@ def compare_switches(name: str, rounds: int, reps: int, threads: int,
     input_name = model.graph.input[0].name
     shape = (1, 3, 224, 224)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    fwd = make_session(model, threads=threads, spinning=spinning)
-    runs: dict[str, Callable[[], object]] = {"ORT forward": lambda: fwd.run(None,
-                                                                            {input_name: x})}
+    runs = session_runs("ORT forward", model, {input_name: x}, sessions, threads, spinning)
     modules = {m: importlib.import_module(f"onnxviz.grad.{m}") for m, _ in switches}
     variants = {"all on": []} | {f"{flag} off": [(m, flag)] for m, flag in switches}
     if len(switches) > 1:
@@ -363,10 +361,9 @@ def compare_switches(name: str, rounds: int, reps: int, threads: int,
         if key in graphs:  # the switch does not apply to this model
             continue
         graphs[key] = label
-        sess = make_session(gm.proto, threads=threads, spinning=spinning)
         feeds = {gm.input_name: x, gm.seed_names[0]: seeds_for(gm.target_shapes[0], False)}
-        runs[label] = lambda s=sess, f=feeds: s.run(None, f)
-    return timed_rounds(runs, rounds, reps)
+        runs |= session_runs(label, gm.proto, feeds, sessions, threads, spinning)
+    return by_method(timed_rounds(runs, rounds, reps))[0]
 
 
 def _time(fn) -> float:
@@ -466,7 +463,8 @@ def main() -> None:
     if args.compare or args.compare_flip:
         switches = SWITCHES if args.compare else SWITCHES[:1]
         for name in args.models.split(","):
-            ms = compare_switches(name, args.rounds, args.reps, args.threads, switches, spinning)
+            ms = compare_switches(name, args.rounds, args.reps, args.threads, switches, spinning,
+                                  args.sessions)
             base, on = ms.pop("ORT forward"), ms["all on"]
             print(f"\n{name}: logit gradient, {args.threads} threads, {args.rounds} rounds of "
                   f"{args.reps} calls (ORT forward {base:.1f} ms)")
