@@ -864,8 +864,8 @@ def _am_picture(images, labels, title: str, notes: list[str]):
               "(Lucid's standard set; pixel amounts scaled down on canvases under 128).")
 @click.option("--polish", type=click.IntRange(min=0), metavar="N",
               help="Run the last N steps without the random transforms, fitting the model's "
-                   "exact pixel grid, at twice --lr (default: 1/8 of "
-                   "--steps; 0: transforms throughout, as Lucid).")
+                   "exact pixel grid, at twice --lr (default: 1/8 of --steps; 0: transforms "
+                   "throughout, as Lucid).")
 @click.option("--tv", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of the total-variation penalty (mean over pixels).")
 @click.option("--l2", type=click.FloatRange(min=0), default=0.0, show_default=True,
