@@ -78,6 +78,31 @@ NOISE_IMAGES = 16
 UNCONSTRAINED = {"transforms": "none", "param": "pixel", "lr": 0.2}
 
 
+def projected_search(path, target: str, size, preset, steps: int, starts: int = 6,
+                     seed: int = 0) -> float:
+    """The best objective of projected sign-gradient ascent on display pixels in [0, 1]."""
+    from onnxviz.grad import gradient_function
+    from onnxviz.maximize import _setup  # the exact preprocessing maximize uses
+    from onnxviz.model import load_model
+
+    model = load_model(path)
+    setup = _setup(model, size, preset, "none", None)
+    fn = gradient_function(model, target, setup.input_shape(starts))
+    rng = np.random.default_rng(seed)
+    x = rng.random((starts, setup.channels, *setup.model_hw), dtype=np.float32)
+    x[starts // 2:] = x[starts // 2:] > 0.5
+    best = -np.inf
+    for t in range(steps + 1):
+        values, grad = fn(setup.to_input(x))
+        best = max(best, float(values.max()))
+        if setup.contract.layout == "NHWC":
+            grad = grad.transpose(0, 3, 1, 2)
+        toward = np.empty_like(x)
+        toward[:, setup._src] = np.sign(grad * setup._gain)
+        x = np.clip(x + (0.1 * (1 - t / steps) + 0.002) * toward, 0.0, 1.0)
+    return best
+
+
 def model_path(key: str):
     return None if key == "digits" else fetch_real_model(key)
 
@@ -141,7 +166,8 @@ def quality_rows(key: str, steps: int, photos: list, seed: int = 0,
             best = maximize(path, [r["target"] for r in failed], steps=steps, size=size,
                             preprocess=preset, seed=seed, **UNCONSTRAINED)
             for r, v in zip(failed, best.values, strict=True):
-                v = max(float(v), r["maximized"])
+                pixels = projected_search(path, r["target"], size, preset, steps, seed=seed)
+                v = max(float(v), pixels, r["maximized"])
                 r["unconstrained"] = v
                 r["unconstrained_noise"] = judge(v, r["photos_max"], r["noise_mean"],
                                                  r["gray"])["noise"]
@@ -205,8 +231,9 @@ def markdown(rows: list[dict]) -> str:
         if r["fallback"]:
             notes.append(f"* `{r['target']}`: {r['fallback']}")
         if "unconstrained" in r:
-            notes.append(f"- `{r['target']}` fails; the best image found (this one, or the "
-                         "same steps with no transforms, pixel parameterization, lr 0.2) "
+            notes.append(f"- `{r['target']}` fails; the best image found (this one, the "
+                         "same steps with no transforms, pixel parameterization, lr 0.2, or "
+                         "projected sign-gradient ascent on the pixels from 6 starts) "
                          f"reaches {r['unconstrained']:.3g}, "
                          f"{fmt_ratio(r['unconstrained_noise'])} the noise's response above "
                          "gray")
