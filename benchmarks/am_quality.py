@@ -95,10 +95,7 @@ def projected_search(path, target: str, size, preset, steps: int, starts: int = 
     for t in range(steps + 1):
         values, grad = fn(setup.to_input(x))
         best = max(best, float(values.max()))
-        if setup.contract.layout == "NHWC":
-            grad = grad.transpose(0, 3, 1, 2)
-        toward = np.empty_like(x)
-        toward[:, setup._src] = np.sign(grad * setup._gain)
+        toward = np.sign(setup.grad_to_display(grad))
         x = np.clip(x + (0.1 * (1 - t / steps) + 0.002) * toward, 0.0, 1.0)
     return best
 

@@ -72,11 +72,15 @@ def per_step(model, target: str, steps: int, warmup: int = 10) -> dict[str, floa
             stamps.append(time.perf_counter())
     step_s = np.diff(stamps)[warmup:]
     # the first calls are the start evaluation (and re-seeds); the last steps' calls line up
-    grads = np.array(timer.calls[-len(step_s):])
-    step_ms = 1e3 * float(np.median(step_s))
-    grad_ms = 1e3 * float(np.median(grads))
-    numpy_ms = 1e3 * float(np.median(step_s - grads))
-    return {"step": step_ms, "grad": grad_ms, "numpy": numpy_ms, "share": numpy_ms / grad_ms}
+    return medians(step_s, np.array(timer.calls[-len(step_s):]))
+
+
+def medians(step_s: np.ndarray, grad_s: np.ndarray) -> dict[str, float]:
+    """Median ms per step, per gradient call and of their difference (the numpy side)."""
+    numpy_ms = 1e3 * float(np.median(step_s - grad_s))
+    grad_ms = 1e3 * float(np.median(grad_s))
+    return {"step": 1e3 * float(np.median(step_s)), "grad": grad_ms, "numpy": numpy_ms,
+            "share": numpy_ms / grad_ms}
 
 
 def floor_step(model, target: str, steps: int, warmup: int = 10) -> dict[str, float]:
@@ -109,10 +113,7 @@ def floor_step(model, target: str, steps: int, warmup: int = 10) -> dict[str, fl
         opt.step(p, spectrum.view(np.float32).reshape(p.shape))
         step_s.append(time.perf_counter() - t0)
         grad_s.append(t2 - t1)
-    step_a, grad_a = np.array(step_s[warmup:]), np.array(grad_s[warmup:])
-    numpy_ms, grad_ms = 1e3 * float(np.median(step_a - grad_a)), 1e3 * float(np.median(grad_a))
-    return {"step": 1e3 * float(np.median(step_a)), "grad": grad_ms, "numpy": numpy_ms,
-            "share": numpy_ms / grad_ms}
+    return medians(np.array(step_s[warmup:]), np.array(grad_s[warmup:]))
 
 
 def end_to_end(model, target: str, steps: int, **options) -> tuple[float, object]:
