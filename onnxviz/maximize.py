@@ -832,12 +832,13 @@ class _Run:
         opt = Adam(lr=knobs.lr, ascent=not knobs.negative)
         sign = -1.0 if knobs.negative else 1.0
         cols = list(self.items)
+        polish_from = s.steps - knobs.polish
         for t in range(s.steps):
-            if knobs.polish and t == s.steps - knobs.polish:
+            if t == polish_from:
                 opt.lr *= POLISH_LR_GAIN
             fn = self.redirect_fn if self.dead else self.step_fn
             img, back = self.param.image_and_vjp(p)
-            sampled = _draw(setup, self.rngs) if t < s.steps - knobs.polish else self.plain
+            sampled = _draw(setup, self.rngs) if t < polish_from else self.plain
             x = setup.to_input(sampled.apply(img))
             vals, gx = fn(x)
             g = sampled.adjoint(setup.grad_to_display(gx))
